@@ -1,0 +1,15 @@
+"""The one exception type for user errors.
+
+A user error (bad path, bad checkpoint, bad config, shape mismatch) is an ``EdgekdError`` whose
+message is one line saying what is wrong and how to fix it. The CLI prints it without a traceback
+and exits with code 2. Anything else is a bug and keeps its traceback.
+"""
+
+
+class EdgekdError(Exception):
+    """A problem with the user's input; ``str(err)`` is a one-line message naming the fix."""
+
+    exit_code = 2
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(str(message).split()))
