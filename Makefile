@@ -1,0 +1,38 @@
+# Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+# Each creates or refreshes the virtual environment (.venv) by itself.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+DEMO   ?= demo
+
+.PHONY: venv demo test test-slow lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Train a teacher on the bundled digits, then compress it for a Jetson Orin Nano: distil,
+# export, benchmark. Prints the table; the full report is $(DEMO)/run/report.md.
+demo: $(STAMP)
+	rm -rf $(DEMO)
+	$(VENV)/bin/edgekd train-teacher --arch cnn_medium --data digits --epochs 30 --out $(DEMO)/teacher.pt
+	$(VENV)/bin/edgekd compress --teacher $(DEMO)/teacher.pt --target jetson-orin-nano --data digits \
+		--student cnn_small --epochs 30 --baseline --out $(DEMO)/run
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check edgekd tests benchmarks
+	$(VENV)/bin/ruff format --check edgekd tests benchmarks
+
+clean:
+	rm -rf $(DEMO) runs .pytest_cache

@@ -1,0 +1,536 @@
+"""The ``edgekd`` command line (Typer). It parses, builds the config and calls the pipeline.
+
+User errors (``EdgekdError``) print one line on stderr and exit 2 (a failed check exits 1);
+human output goes to stderr, tables and ``--json`` summaries to stdout.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from edgekd import __version__
+from edgekd.config import RunConfig, build_config, parse_set_option, read_yaml
+from edgekd.console import Reporter
+from edgekd.errors import EdgekdError
+
+app = typer.Typer(
+    name="edgekd",
+    help=(
+        "Shrink a trained PyTorch classifier onto an edge device: distil a small student from it, "
+        "export it to ONNX, and measure accuracy and latency side by side with the teacher.\n\n"
+        "Start with:  edgekd compress --teacher ckpt.pt --target jetson-orin-nano --data PATH"
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+stdout = Console(highlight=False, soft_wrap=True)
+
+COMPRESS_STAGES = ["teacher", "distill", "export", "bench"]
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"edgekd {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    pass
+
+
+def handles_errors(fn):
+    """Turn ``EdgekdError`` into one line on stderr and its exit code, with no traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except EdgekdError as err:
+            print(f"edgekd: error: {err}", file=sys.stderr)
+            raise typer.Exit(err.exit_code) from None
+        except KeyboardInterrupt:
+            print("edgekd: interrupted; rerun the same command with --resume to continue", file=sys.stderr)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+# ---- shared options --------------------------------------------------------------------------
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but warnings and errors.")]
+JsonOpt = Annotated[
+    bool,
+    typer.Option("--json", help="Print a machine-readable JSON summary on stdout (for CI); implies --quiet."),
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        help="Override any config value, e.g. --set distill.lr=0.1 --set bench.runs=100 (repeatable; "
+        "the value is read as YAML).",
+    ),
+]
+ResumeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--resume",
+        help="Continue the run: skip stages whose inputs are unchanged and whose outputs verify, and "
+        "restart a cut-off training stage from its last per-epoch checkpoint.",
+    ),
+]
+RunDirArg = Annotated[Path, typer.Argument(help="A run directory made by `edgekd compress`.")]
+
+
+def _overrides(pairs: dict[str, Any], sets: list[str] | None) -> dict[str, Any]:
+    out = {k: v for k, v in pairs.items() if v is not None}
+    for item in sets or []:
+        key, value = parse_set_option(item)
+        out[key] = value
+    return out
+
+
+def _emit_summary(run, as_json: bool) -> None:
+    manifest = run.manifest
+    if as_json:
+        summary = {
+            "run_dir": str(run.path),
+            "report": str(run.path / "report.md"),
+            "target": manifest.get("target"),
+            "stages": {
+                k: {"status": v.get("status"), "seconds": v.get("seconds"), "metrics": v.get("metrics")}
+                for k, v in manifest.get("stages", {}).items()
+            },
+        }
+        print(json.dumps(summary, indent=2, default=str))
+        return
+    results_md = run.path / "bench" / "results.md"
+    if results_md.is_file():
+        stdout.print(results_md.read_text())
+    stdout.print(f"Run directory: {run.path}   report: {run.path / 'report.md'}")
+
+
+def _run_pipeline(run, config: RunConfig, stages: list[str], resume: bool, reporter: Reporter) -> None:
+    from edgekd.pipeline import Runner
+    from edgekd.report import write_report
+
+    try:
+        Runner(run, config, reporter).run_stages(stages, resume=resume)
+    finally:
+        if run.manifest:
+            write_report(run)
+
+
+def _default_run_dir(base: str, resume: bool) -> Path:
+    root = Path("runs")
+    candidates = [root / base] + [root / f"{base}-{i}" for i in range(2, 1000)]
+    existing = [c for c in candidates if (c / "manifest.json").is_file()]
+    if resume:
+        if not existing:
+            raise EdgekdError(f"--resume found no earlier run under {root / base}*; pass --out RUN_DIR")
+        return existing[-1]
+    return next(c for c in candidates if not c.exists())
+
+
+# ---- compress --------------------------------------------------------------------------------
+@app.command()
+@handles_errors
+def compress(
+    teacher: Annotated[
+        Path | None,
+        typer.Option(
+            "--teacher",
+            "-t",
+            help="The trained model: an edgekd/PyTorch checkpoint dict, a bare state_dict (with "
+            "--teacher-arch), TorchScript, or a torch.export .pt2 file. Loaded with weights_only=True.",
+        ),
+    ] = None,
+    target: Annotated[
+        str | None,
+        typer.Option(
+            "--target", help="Target device profile (see `edgekd targets`), or a path to a profile YAML."
+        ),
+    ] = None,
+    teacher_arch: Annotated[
+        str | None,
+        typer.Option(
+            "--teacher-arch", help="Architecture of a bare state_dict teacher: a zoo name or tv:NAME."
+        ),
+    ] = None,
+    data: Annotated[
+        str | None,
+        typer.Option(
+            "--data",
+            "-d",
+            help="'digits' (scikit-learn's bundled digits, the default), a folder of .npz files with x/y "
+            "arrays (train*.npz + test.npz), or an ImageFolder tree.",
+        ),
+    ] = None,
+    student: Annotated[
+        str | None,
+        typer.Option(
+            "--student",
+            "-s",
+            help="Student architecture (zoo name or tv:NAME); default: the usual student for the teacher.",
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config", "-c", help="A YAML config (e.g. one of pipelines/*.yaml); flags override it."
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Run directory (default: runs/<teacher>-<target>, numbered)."),
+    ] = None,
+    resume: ResumeOpt = False,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Random seed (default 0); same seed, same metrics on CPU.")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="Distillation epochs (default 30).")] = None,
+    max_train_samples: Annotated[
+        int | None, typer.Option("--max-train-samples", help="Train on at most N images (a quick look).")
+    ] = None,
+    baseline: Annotated[
+        bool | None,
+        typer.Option(
+            "--baseline/--no-baseline", help="Also train the student without KD so the report shows the gain."
+        ),
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option("--device", help="auto (default), cpu, cuda or cuda:N.")
+    ] = None,
+    trust_checkpoint: Annotated[
+        bool,
+        typer.Option(
+            "--trust-checkpoint",
+            help="Allow a teacher file that holds a pickled nn.Module. Unpickling runs code from the file: "
+            "only for files from a source you trust.",
+        ),
+    ] = False,
+    set_: SetOpt = None,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Teacher in, small fast student out: distil, export to ONNX, benchmark, report.
+
+    Runs the stages teacher -> distill -> export -> bench in one run directory and prints the
+    accuracy / latency / size table. Rerun with --resume to continue an interrupted run.
+    """
+    from edgekd.pipeline import RunDir
+    from edgekd.targets import load_target
+
+    reporter = Reporter(quiet=quiet or as_json)
+    overrides = _overrides(
+        {
+            "teacher.checkpoint": str(teacher) if teacher else None,
+            "teacher.arch": teacher_arch,
+            "teacher.trust_checkpoint": trust_checkpoint or None,
+            "target": target,
+            "data.source": data,
+            "student.arch": student,
+            "seed": seed,
+            "distill.epochs": epochs,
+            "distill.baseline": baseline,
+            "data.max_train_samples": max_train_samples,
+            "device": device,
+        },
+        set_,
+    )
+    base: dict[str, Any] = {}
+    if out is not None and resume and (out / "config.yaml").is_file():
+        base = read_yaml(out / "config.yaml")
+    cfg = build_config(config, overrides, base=base)
+    if not cfg.teacher.checkpoint:
+        raise EdgekdError("no teacher given; pass --teacher CKPT (train one with `edgekd train-teacher`)")
+    load_target(cfg.target)
+    if out is None:
+        out = _default_run_dir(f"{Path(cfg.teacher.checkpoint).stem}-{Path(cfg.target).stem}", resume)
+        if resume and (out / "config.yaml").is_file():
+            cfg = build_config(config, overrides, base=read_yaml(out / "config.yaml"))
+    run = RunDir(out)
+    if run.exists() and not resume:
+        raise EdgekdError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    run.lock()
+    try:
+        if run.exists():
+            run.load_manifest()
+            run.manifest["target"] = cfg.target
+        else:
+            run.init_manifest(cfg)
+        run.write_config(cfg)
+        reporter.info(f"edgekd {__version__}: run directory {out}")
+        from edgekd.pipeline import registered_stages
+
+        stages = [s for s in registered_stages() if s in COMPRESS_STAGES]
+        _run_pipeline(run, cfg, stages, resume, reporter)
+        _emit_summary(run, as_json)
+    finally:
+        run.unlock()
+
+
+# ---- single stages ---------------------------------------------------------------------------
+def _stage_command(
+    stage: str, run_dir: Path, overrides: dict[str, Any], resume: bool, quiet: bool, as_json: bool
+) -> None:
+    from edgekd.pipeline import RunDir
+
+    run = RunDir(run_dir)
+    run.load_manifest()
+    cfg = build_config(None, overrides, base=read_yaml(run.config_path))
+    reporter = Reporter(quiet=quiet or as_json)
+    run.lock()
+    try:
+        run.load_manifest()
+        run.write_config(cfg)
+        _run_pipeline(run, cfg, [stage], resume, reporter)
+        _emit_summary(run, as_json)
+    finally:
+        run.unlock()
+
+
+@app.command()
+@handles_errors
+def distill(
+    run_dir: RunDirArg,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="Distillation epochs.")] = None,
+    student: Annotated[str | None, typer.Option("--student", "-s", help="Student architecture.")] = None,
+    baseline: Annotated[
+        bool | None, typer.Option("--baseline/--no-baseline", help="Also train without KD.")
+    ] = None,
+    resume: ResumeOpt = False,
+    set_: SetOpt = None,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """(Re)run the distill stage of a run directory (and any upstream stage that is not done).
+
+    Settings come from RUN_DIR/config.yaml; options here override and are saved back.
+    """
+    overrides = _overrides(
+        {"distill.epochs": epochs, "student.arch": student, "distill.baseline": baseline}, set_
+    )
+    _stage_command("distill", run_dir, overrides, resume, quiet, as_json)
+
+
+@app.command()
+@handles_errors
+def export(
+    run_dir: RunDirArg,
+    opset: Annotated[int | None, typer.Option("--opset", help="ONNX opset (default 17).")] = None,
+    resume: ResumeOpt = False,
+    set_: SetOpt = None,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """(Re)run the export stage: FP32 ONNX of the student and teacher, checked, with a parity test."""
+    _stage_command("export", run_dir, _overrides({"export.opset": opset}, set_), resume, quiet, as_json)
+
+
+@app.command()
+@handles_errors
+def bench(
+    run_dir: RunDirArg,
+    threads: Annotated[
+        int | None, typer.Option("--threads", help="ONNX Runtime intra-op threads (default: physical cores).")
+    ] = None,
+    runs: Annotated[int | None, typer.Option("--runs", help="Timed runs at batch 1 (>= 50).")] = None,
+    resume: ResumeOpt = False,
+    set_: SetOpt = None,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """(Re)run the bench stage: ONNX accuracy, latency p50/p90/p99, throughput and size, teacher vs student."""
+    overrides = _overrides({"bench.threads": threads, "bench.runs": runs}, set_)
+    _stage_command("bench", run_dir, overrides, resume, quiet, as_json)
+
+
+# ---- train-teacher ---------------------------------------------------------------------------
+@app.command("train-teacher")
+@handles_errors
+def train_teacher(
+    arch: Annotated[
+        str, typer.Option("--arch", "-a", help="Architecture: a zoo name (`edgekd models`) or tv:NAME.")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the checkpoint (edgekd format).")],
+    data: Annotated[
+        str, typer.Option("--data", "-d", help="'digits', a folder of .npz files, or an ImageFolder tree.")
+    ] = "digits",
+    epochs: Annotated[int, typer.Option("--epochs", help="Training epochs.")] = 30,
+    lr: Annotated[float, typer.Option("--lr", help="Initial learning rate (SGD, cosine schedule).")] = 0.05,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Batch size.")] = 64,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    max_train_samples: Annotated[
+        int | None, typer.Option("--max-train-samples", help="Train on at most N images.")
+    ] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
+    force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train a teacher from scratch with cross-entropy (for the demo, or if you have none).
+
+    The checkpoint carries its arch spec, classes and normalisation, so `compress` needs no more flags.
+    """
+    import torch
+
+    from edgekd.config import DataConfig, TeacherTrainConfig
+    from edgekd.data import augment_kwargs, compute_normalization, load_data
+    from edgekd.distill.trainer import TrainSetup, resolve_device, train
+    from edgekd.models import create_model
+    from edgekd.models.checkpoint import save_model
+
+    reporter = Reporter(quiet=quiet or as_json)
+    if out.exists() and not force:
+        raise EdgekdError(f"{out} already exists; pass --force to overwrite it or choose another --out")
+    cfg = TeacherTrainConfig(epochs=epochs, lr=lr, batch_size=batch_size)
+    data_cfg = DataConfig(source=data, max_train_samples=max_train_samples)
+    bundle = load_data(
+        data, val_fraction=data_cfg.val_fraction, seed=seed, max_train_samples=max_train_samples
+    )
+    norm = compute_normalization(bundle.train)
+    torch.manual_seed(seed)
+    model = create_model(arch, num_classes=len(bundle.classes), in_channels=bundle.input_shape[0])
+    reporter.info(
+        f"train-teacher: {model.arch_spec['name']} on {bundle.name} ({len(bundle.train)} train / "
+        f"{len(bundle.val)} val images), {epochs} epochs"
+    )
+    result = train(
+        TrainSetup(
+            student=model,
+            train=bundle.train,
+            val=bundle.val,
+            normalization=norm,
+            config=cfg,
+            seed=seed,
+            device=resolve_device(device),
+            augment=augment_kwargs(data_cfg.augment, bundle.input_shape),
+        ),
+        reporter=reporter,
+        label="teacher",
+    )
+    spec = {"shape": list(bundle.input_shape), "mean": norm.mean, "std": norm.std}
+    save_model(out, model, input_spec=spec, classes=bundle.classes, metrics={**result, "data": bundle.name})
+    summary = {
+        "checkpoint": str(out),
+        "arch": model.arch_spec,
+        "val_top1": result["final"]["val_top1"],
+        "epochs": epochs,
+        "seconds": result["seconds"],
+    }
+    if as_json:
+        print(json.dumps(summary, indent=2))
+    else:
+        stdout.print(
+            f"Teacher {model.arch_spec['name']}: validation top-1 {100 * summary['val_top1']:.2f}% -> {out}"
+        )
+
+
+# ---- information -----------------------------------------------------------------------------
+@app.command()
+@handles_errors
+def targets(as_json: JsonOpt = False) -> None:
+    """List the target device profiles (with their default runtime and precision)."""
+    from edgekd.targets import list_targets
+
+    profiles = list_targets()
+    if as_json:
+        print(json.dumps([p.model_dump(mode="json") for p in profiles], indent=2))
+        return
+    table = Table(title="edgekd targets")
+    for col in ("name", "device", "kind", "runtime", "precision", "INT8 TOPS (dense)", "memory GB/s"):
+        table.add_column(col)
+    for p in profiles:
+        table.add_row(
+            p.name,
+            p.display_name,
+            p.kind,
+            p.runtime,
+            p.precision,
+            "-" if p.int8_tops_dense is None else f"{p.int8_tops_dense:g}",
+            "-" if p.memory_bandwidth_gbs is None else f"{p.memory_bandwidth_gbs:g}",
+        )
+    stdout.print(table)
+
+
+@app.command()
+@handles_errors
+def models(as_json: JsonOpt = False) -> None:
+    """List the model zoo's architectures (any torchvision classifier also works as tv:NAME)."""
+    from edgekd.models import count_parameters, create_model, list_models
+
+    rows = []
+    for name in list_models():
+        rows.append(
+            {"name": name, "parameters_10_classes": count_parameters(create_model(name, num_classes=10))}
+        )
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table(title="edgekd model zoo (plus tv:NAME for torchvision models)")
+    table.add_column("name")
+    table.add_column("parameters (10 classes)", justify="right")
+    for r in rows:
+        table.add_row(r["name"], f"{r['parameters_10_classes']:,}")
+    stdout.print(table)
+
+
+@app.command()
+@handles_errors
+def inspect(run_dir: RunDirArg, as_json: JsonOpt = False) -> None:
+    """Show a run directory's manifest: each stage's status, timing, key metrics and whether its
+    outputs still match their recorded sha256."""
+    from edgekd.pipeline import RunDir
+
+    run = RunDir(run_dir)
+    manifest = run.load_manifest()
+    if as_json:
+        for name in manifest.get("stages", {}):
+            manifest["stages"][name]["outputs_verified"] = run.outputs_verify(name)
+        print(json.dumps(manifest, indent=2, default=str))
+        return
+    table = Table(
+        title=f"{run_dir}  (target {manifest.get('target')}, edgekd {manifest.get('edgekd_version')})"
+    )
+    for col in ("stage", "status", "seconds", "fingerprint", "outputs", "key metrics"):
+        table.add_column(col)
+    for name, rec in manifest.get("stages", {}).items():
+        outputs = rec.get("outputs") or {}
+        verified = run.outputs_verify(name) if outputs else False
+        metrics = rec.get("metrics") or {}
+        shown = ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in list(metrics.items())[:4]
+            if isinstance(v, int | float)
+        )
+        table.add_row(
+            name,
+            rec.get("status", "?") + ("" if rec.get("status") != "failed" else f": {rec.get('error', '')}"),
+            f"{rec.get('seconds', 0):.1f}",
+            (rec.get("fingerprint") or "")[:12],
+            f"{len(outputs)} files, {'verified' if verified else 'MODIFIED or missing'}" if outputs else "-",
+            shown,
+        )
+    stdout.print(table)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,220 @@
+"""The whole pipeline's configuration as pydantic models, and how it is assembled.
+
+Precedence, lowest first: the defaults below, a YAML file (``--config``, e.g. a preset under
+``pipelines/``), then CLI flags and ``--set key=value`` overrides. Unknown keys and bad values fail
+with one line naming the field and what is allowed. The resolved config is written to
+``RUN_DIR/config.yaml``; each stage reads only its own slice of it (``Stage.config_keys``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from edgekd.errors import EdgekdError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class AugmentConfig(_Strict):
+    """Augmentation for small images: random crop with zero padding, horizontal flip."""
+
+    random_crop: bool = True
+    padding: int | None = Field(None, ge=0, le=64)  # None: 1/8 of the image side (4 px at 32x32)
+    hflip: bool | None = None  # None: on for 3-channel images, off for grayscale (digits must not flip)
+
+
+class DataConfig(_Strict):
+    source: str = "digits"  # "digits", a folder of .npz files, or an ImageFolder tree
+    val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    max_train_samples: int | None = Field(None, ge=1)
+    image_size: int | None = Field(None, ge=8)  # ImageFolder only; default from the teacher or 224
+    augment: AugmentConfig = AugmentConfig()
+    num_workers: int = Field(0, ge=0)
+
+
+class TeacherConfig(_Strict):
+    checkpoint: str | None = None
+    arch: str | dict[str, Any] | None = None  # needed for a bare state_dict
+    trust_checkpoint: bool = False  # allow unpickling a whole nn.Module (runs code from the file)
+
+
+class StudentConfig(_Strict):
+    # A zoo name ("resnet8"), "tv:NAME", an arch spec dict, or "auto" (picked from the teacher).
+    arch: str | dict[str, Any] = "auto"
+
+
+class MethodConfig(_Strict):
+    """One distillation loss term: ``weight * method(student taps, teacher taps, labels)``."""
+
+    name: str
+    weight: float = Field(1.0, ge=0.0)
+    params: dict[str, Any] = {}
+
+
+class DistillConfig(_Strict):
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(64, ge=1)
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(0.05, gt=0.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    weight_decay: float = Field(5e-4, ge=0.0)
+    schedule: Literal["cosine", "step", "constant"] = "cosine"
+    milestones: list[float] = [
+        0.625,
+        0.75,
+        0.875,
+    ]  # step schedule, as fractions of epochs (150/180/210 of 240)
+    gamma: float = Field(0.1, gt=0.0, le=1.0)
+    warmup_epochs: int = Field(0, ge=0)
+    # RepDistiller / mdistiller defaults: 0.1 * CE + 0.9 * KD at T=4 (REFERENCES.md).
+    ce_weight: float = Field(0.1, ge=0.0)
+    methods: list[MethodConfig] = [MethodConfig(name="kd", weight=0.9, params={"T": 4.0})]
+    baseline: bool = False  # also train the student without KD, so the report shows the gain
+
+    @field_validator("methods")
+    @classmethod
+    def _known_methods(cls, methods: list[MethodConfig]) -> list[MethodConfig]:
+        from edgekd.distill.methods import method_names
+
+        known = method_names()
+        for m in methods:
+            if m.name not in known:
+                raise ValueError(f"unknown method {m.name!r}; choose one of {', '.join(known)}")
+        return methods
+
+
+class TeacherTrainConfig(DistillConfig):
+    """``edgekd train-teacher``: the distill settings with plain cross-entropy."""
+
+    ce_weight: float = 1.0
+    methods: list[MethodConfig] = []
+
+
+class ExportConfig(_Strict):
+    opset: int = Field(17, ge=13, le=23)
+    parity_samples: int = Field(64, ge=1)
+    parity_atol: float = Field(1e-3, gt=0.0)  # max |logit(ORT) - logit(torch)| allowed
+    parity_min_agreement: float = Field(0.99, ge=0.0, le=1.0)  # top-1 agreement allowed
+    export_teacher: bool = True  # also export the teacher so bench compares like with like
+
+
+class BenchConfig(_Strict):
+    threads: int | None = Field(None, ge=1)  # None: all physical cores
+    warmup: int = Field(10, ge=0)
+    runs: int = Field(60, ge=50)  # timed runs at batch 1, pooled over `sessions` fresh sessions
+    sessions: int = Field(3, ge=1)
+    throughput_batch: int = Field(32, ge=1)
+    throughput_runs: int = Field(12, ge=3)
+
+
+class RunConfig(_Strict):
+    """Everything one ``edgekd compress`` run uses; written to ``RUN_DIR/config.yaml``."""
+
+    seed: int = 0
+    device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1"
+    target: str = "x86-cpu"
+    data: DataConfig = DataConfig()
+    teacher: TeacherConfig = TeacherConfig()
+    student: StudentConfig = StudentConfig()
+    distill: DistillConfig = DistillConfig()
+    export: ExportConfig = ExportConfig()
+    bench: BenchConfig = BenchConfig()
+
+
+def _format_error(err: ValidationError, prefix: str) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        parent: Any = RunConfig
+        for part in first["loc"][:-1]:
+            field = parent.model_fields.get(str(part)) if isinstance(parent, type) else None
+            parent = field.annotation if field is not None else None
+        allowed = sorted(parent.model_fields) if isinstance(parent, type) else []
+        hint = f" (allowed keys here: {', '.join(allowed)})" if allowed else ""
+        return f"{prefix}unknown key {where!r}{hint}"
+    if kind == "literal_error":
+        expected = first.get("ctx", {}).get("expected", "")
+        return f"{prefix}{where}: {first['input']!r} is not allowed; choose one of {expected}"
+    msg = first["msg"].removeprefix("Value error, ")
+    return f"{prefix}{where}: {msg} (got {first.get('input')!r})"
+
+
+def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise EdgekdError(f"--set {dotted}: {part!r} is not a section; use a key inside a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_set_option(item: str) -> tuple[str, Any]:
+    """``"distill.lr=0.1"`` -> ``("distill.lr", 0.1)``; the value is parsed as YAML."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise EdgekdError(f"--set {item!r}: expected KEY=VALUE, e.g. --set distill.lr=0.1")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise EdgekdError(f"config file {path} does not exist; pass an existing YAML file to --config")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise EdgekdError(f"config file {path} is not valid YAML{where}: {problem}; fix the syntax") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise EdgekdError(f"config file {path} must hold a mapping of sections, not {type(data).__name__}")
+    return data
+
+
+def build_config(
+    yaml_path: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    base: dict[str, Any] | None = None,
+) -> RunConfig:
+    """Merge ``base`` (e.g. a run's saved config), a YAML file, then dotted ``overrides``; validate."""
+    tree: dict[str, Any] = dict(base or {})
+    if yaml_path is not None:
+        tree = _deep_merge(tree, read_yaml(yaml_path))
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _set_path(tree, key, value)
+    source = f"config {yaml_path}: " if yaml_path else "config: "
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as err:
+        raise EdgekdError(_format_error(err, source)) from None
+
+
+def _deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    out = dict(a)
+    for key, value in b.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def dump_config(config: RunConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

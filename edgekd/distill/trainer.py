@@ -1,0 +1,279 @@
+"""The training loop behind ``distill``, its ``--baseline`` and ``train-teacher``.
+
+    loss = ce_weight * CE(student_logits, y) + sum_i weight_i * sum(method_i(taps_s, taps_t, y, epoch))
+
+The teacher (if any) is frozen, in eval mode and run under ``no_grad``. Resumable: a checkpoint
+(model, optimizer, scheduler, methods, history) is written atomically after every epoch, and each
+epoch's data order, augmentation and RNG state derive from ``(seed, epoch)`` alone, so a run
+resumed from epoch k ends with the same weights as one that never stopped.
+
+DDP-ready: when ``torch.distributed`` is initialised (``torchrun``), the student is wrapped in
+``DistributedDataParallel``, each rank reads its share of every epoch's permutation, metrics are
+all-reduced, and only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from edgekd.config import DistillConfig
+from edgekd.console import Reporter
+from edgekd.data import BatchIterator, Normalization, Split
+from edgekd.distill.methods import Method
+from edgekd.io import atomic_torch_save
+
+
+@dataclass
+class TrainSetup:
+    """What to train and on what; ``teacher=None`` trains with cross-entropy alone."""
+
+    student: nn.Module
+    train: Split
+    val: Split
+    normalization: Normalization
+    config: DistillConfig
+    seed: int
+    device: torch.device
+    teacher: nn.Module | None = None
+    methods: list[tuple[Method, float]] = field(default_factory=list)
+    augment: dict[str, Any] = field(default_factory=dict)  # random_crop, padding, hflip
+    num_workers: int = 0
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _rank_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def lr_factor(epoch: int, cfg: DistillConfig) -> float:
+    """Learning-rate multiplier for ``epoch`` (0-based): linear warm-up, then cosine or step decay."""
+    if cfg.warmup_epochs and epoch < cfg.warmup_epochs:
+        return (epoch + 1) / cfg.warmup_epochs
+    if cfg.schedule == "cosine":
+        span = max(1, cfg.epochs - cfg.warmup_epochs)
+        return 0.5 * (1 + math.cos(math.pi * (epoch - cfg.warmup_epochs) / span))
+    if cfg.schedule == "step":
+        passed = sum(epoch >= round(m * cfg.epochs) for m in cfg.milestones)
+        return cfg.gamma**passed
+    return 1.0
+
+
+def _optimizer(params, cfg: DistillConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+class _Taps:
+    """Collects the taps the methods need. Only ``logits`` exists yet; feature taps (forward
+    hooks on stage outputs) plug in here."""
+
+    def __init__(self, methods: list[tuple[Method, float]]):
+        self.names = sorted({t for m, _ in methods for t in m.taps})
+        unknown = [t for t in self.names if t != "logits"]
+        if unknown:
+            raise NotImplementedError(f"taps {unknown} are not available yet")
+
+    def __call__(self, logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"logits": logits}
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    split: Split,
+    normalization: Normalization,
+    device: torch.device,
+    batch_size: int = 256,
+) -> dict[str, float]:
+    """Top-1 accuracy and mean cross-entropy of ``model`` on ``split`` (eval mode)."""
+    was_training = model.training
+    model.eval()
+    rank, world = _rank_world()
+    correct = torch.zeros((), dtype=torch.float64, device=device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    count = torch.zeros((), dtype=torch.float64, device=device)
+    batches = BatchIterator(
+        split,
+        batch_size,
+        shuffle=False,
+        seed=0,
+        normalization=normalization,
+        device=device,
+        rank=rank,
+        world_size=world,
+    )
+    for x, y in batches:
+        logits = model(x)
+        correct += (logits.argmax(1) == y).sum()
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
+        count += y.numel()
+    if world > 1:
+        for t in (correct, loss_sum, count):
+            dist.all_reduce(t)
+    model.train(was_training)
+    n = max(count.item(), 1.0)
+    return {"top1": correct.item() / n, "loss": loss_sum.item() / n, "samples": int(count.item())}
+
+
+def train(
+    setup: TrainSetup,
+    *,
+    checkpoint_path: Path | None = None,
+    resume: bool = False,
+    reporter: Reporter | None = None,
+    label: str = "train",
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Train ``setup.student`` in place; return ``{"final": ..., "best": ..., "history": [...]}``.
+
+    ``final`` is the last epoch (RepDistiller's convention), ``best`` the epoch with the highest
+    validation top-1 (mdistiller's); reports say which they show.
+    """
+    reporter = reporter or Reporter(quiet=True)
+    cfg, device = setup.config, setup.device
+    rank, world = _rank_world()
+    student = setup.student.to(device)
+    methods = nn.ModuleList([m for m, _ in setup.methods]).to(device)
+    weights = [w for _, w in setup.methods]
+    taps = _Taps(setup.methods)
+    teacher = setup.teacher
+    if teacher is not None:
+        teacher = teacher.to(device).eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+    model: nn.Module = student
+    if world > 1:
+        model = nn.parallel.DistributedDataParallel(student)
+
+    params = list(student.parameters()) + list(methods.parameters())
+    optimizer = _optimizer(params, cfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(e, cfg))
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+    if resume and checkpoint_path is not None and checkpoint_path.is_file():
+        state = torch.load(checkpoint_path, map_location=device, weights_only=True)
+        student.load_state_dict(state["model"])
+        methods.load_state_dict(state["methods"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        history = list(state["history"])
+        start_epoch = int(state["epoch"])
+        reporter.info(f"{label}: resuming after epoch {start_epoch}/{cfg.epochs} from {checkpoint_path}")
+
+    steps_per_epoch = len(
+        BatchIterator(
+            setup.train,
+            cfg.batch_size,
+            shuffle=True,
+            seed=setup.seed,
+            epoch=0,
+            normalization=setup.normalization,
+            drop_last=True,
+            rank=rank,
+            world_size=world,
+        )
+    )
+    with reporter.progress(f"{label} epoch", total=steps_per_epoch) as bar:
+        for epoch in range(start_epoch, cfg.epochs):
+            t0 = time.perf_counter()
+            torch.manual_seed(setup.seed * 1000 + epoch)
+            bar.reset(f"{label} epoch {epoch + 1}/{cfg.epochs}", steps_per_epoch)
+            model.train()
+            methods.train()
+            batches = BatchIterator(
+                setup.train,
+                cfg.batch_size,
+                shuffle=True,
+                seed=setup.seed,
+                epoch=epoch,
+                normalization=setup.normalization,
+                drop_last=True,
+                device=device,
+                num_workers=setup.num_workers,
+                rank=rank,
+                world_size=world,
+                **setup.augment,
+            )
+            sums: dict[str, float] = {}
+            seen = 0
+            for x, y in batches:
+                logits = model(x)
+                terms = {"ce": setup.config.ce_weight * F.cross_entropy(logits, y)}
+                if teacher is not None and setup.methods:
+                    with torch.no_grad():
+                        teacher_logits = teacher(x)
+                    s_taps, t_taps = taps(logits), taps(teacher_logits)
+                    for method, weight in zip(methods, weights, strict=True):
+                        for term, value in method(s_taps, t_taps, y, epoch).items():
+                            terms[term] = terms.get(term, 0.0) + weight * value
+                loss = sum(terms.values())
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"{label}: loss became {loss.item()} in epoch {epoch + 1}; lower the learning rate"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                for term, value in terms.items():
+                    sums[term] = sums.get(term, 0.0) + float(value) * y.numel()
+                seen += y.numel()
+                bar.advance()
+                bar.note(f"loss {loss.item():.3f}")
+            scheduler.step()
+            val = evaluate(student, setup.val, setup.normalization, device)
+            record = {
+                "epoch": epoch + 1,
+                "lr": optimizer.param_groups[0]["lr"],
+                "train_loss": {k: v / max(seen, 1) for k, v in sums.items()},
+                "val_top1": val["top1"],
+                "val_loss": val["loss"],
+                "seconds": round(time.perf_counter() - t0, 3),
+            }
+            history.append(record)
+            if checkpoint_path is not None and rank == 0:
+                atomic_torch_save(
+                    checkpoint_path,
+                    {
+                        "epoch": epoch + 1,
+                        "model": student.state_dict(),
+                        "methods": methods.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "history": history,
+                    },
+                )
+            reporter.info(
+                f"{label} epoch {epoch + 1}/{cfg.epochs}: val top-1 {100 * val['top1']:.2f}%  "
+                f"loss {sum(record['train_loss'].values()):.4f}  ({record['seconds']:.1f}s)"
+            )
+            if on_epoch is not None:
+                on_epoch(record)
+    student.eval()
+    best = max(history, key=lambda r: r["val_top1"])
+    return {
+        "final": {"epoch": history[-1]["epoch"], "val_top1": history[-1]["val_top1"]},
+        "best": {"epoch": best["epoch"], "val_top1": best["val_top1"]},
+        "epochs": cfg.epochs,
+        "train_samples": len(setup.train),
+        "val_samples": len(setup.val),
+        "seconds": round(sum(r["seconds"] for r in history), 3),
+        "history": history,
+    }

@@ -1,0 +1,89 @@
+"""``RUN_DIR/report.md``: the human summary of a run, rebuilt from the manifest and stage files.
+
+What went in (teacher, data, target, settings), what came out (student, accuracy, latency, size,
+side by side with the teacher), and how long each stage took. Written after every pipeline
+invocation, so it always describes what the run directory holds.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from edgekd.io import atomic_write_text
+from edgekd.pipeline import RunDir
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.2f}%"
+
+
+def build_report(run: RunDir) -> str:
+    manifest = run.manifest
+    stages = manifest.get("stages", {})
+    teacher = _read_json(run.path / "teacher" / "teacher.json") or {}
+    distill = stages.get("distill", {}).get("metrics") or {}
+    bench_md = run.path / "bench" / "results.md"
+    parity = _read_json(run.path / "export" / "parity.json") or {}
+
+    out = [f"# edgekd run: {run.path.name}", ""]
+    out += ["## What went in", ""]
+    if teacher:
+        arch = (teacher.get("arch") or {}).get("name", teacher.get("kind"))
+        data = teacher.get("data", {})
+        out += [
+            f"- Teacher: `{teacher['checkpoint']}` ({arch}, {teacher['kind']}, {teacher['parameters']:,} "
+            f"parameters), sha256 `{teacher['sha256'][:16]}…`",
+            f"- Data: {data.get('name')}: {data.get('train_samples')} training / {data.get('val_samples')} "
+            f"validation images ({data.get('val_source')}), input {tuple(teacher['input']['shape'])}, "
+            f"{len(teacher['classes'])} classes; normalisation {teacher['input']['normalization_source']}",
+        ]
+    out.append(f"- Target: {manifest.get('target')}")
+    if distill:
+        out.append(
+            f"- Student: {distill['student']['name']} ({distill['parameters']:,} parameters), distilled for "
+            f"{distill['epochs']} epochs"
+        )
+    out += ["", "## What came out", ""]
+    if bench_md.is_file():
+        out += [bench_md.read_text().rstrip(), ""]
+    else:
+        out.append("No benchmark yet (run `edgekd bench` on this folder).\n")
+    if distill:
+        line = (
+            f"Validation top-1 in PyTorch: teacher {_pct(teacher.get('val_top1'))}, distilled student "
+            f"{_pct(distill['val_top1'])} (final epoch; best epoch {_pct(distill['best_val_top1'])})"
+        )
+        if distill.get("baseline_val_top1") is not None:
+            line += (
+                f", same student without KD {_pct(distill['baseline_val_top1'])} "
+                f"(KD gain {100 * distill['kd_gain']:+.2f} points)"
+            )
+        out += [line + ".", ""]
+    if parity.get("student"):
+        p = parity["student"]
+        out += [
+            f"ONNX export parity (student, {p['samples']} validation images): max |logit difference| "
+            f"{p['max_abs_diff']:.2e}, top-1 agreement {100 * p['top1_agreement']:.1f}%.",
+            "",
+        ]
+    out += ["## Stages", "", "| stage | status | seconds | outputs |", "|---|---|---:|---|"]
+    for name, rec in stages.items():
+        outputs = ", ".join(f"`{Path(p).name}`" for p in (rec.get("outputs") or {}))
+        secs = rec.get("seconds")
+        out.append(f"| {name} | {rec.get('status')} | {'' if secs is None else f'{secs:.1f}'} | {outputs} |")
+    versions = manifest.get("versions", {})
+    out += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()), ""]
+    return "\n".join(out)
+
+
+def write_report(run: RunDir) -> Path:
+    return atomic_write_text(run.path / "report.md", build_report(run))

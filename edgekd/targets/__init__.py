@@ -1,0 +1,10 @@
+"""Target profiles: what each edge target (Jetson module, data-centre GPU, CPU) can do.
+
+Profiles are data files (``profiles/<name>.yaml``) validated by :class:`TargetProfile`;
+:func:`load_target` finds one by name or reads a user's own YAML file.
+"""
+
+from edgekd.targets.profile import NUMERIC_FIELDS, TargetProfile
+from edgekd.targets.registry import list_targets, load_target, target_names
+
+__all__ = ["NUMERIC_FIELDS", "TargetProfile", "list_targets", "load_target", "target_names"]

@@ -1,0 +1,88 @@
+"""The schema of a target profile: one edge target's hardware figures and software stack.
+
+A profile is data (a YAML file under ``profiles/`` or the user's own file); this model validates
+it. Unknown fields are rejected so that a typo in a profile fails loudly instead of being ignored.
+Every hardware figure may be null (unknown); a figure that is known cites its source in
+``sources`` (REFERENCES.md asks that every number carry its citation).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Kind = Literal["jetson", "gpu", "cpu"]
+Runtime = Literal["tensorrt", "onnxruntime"]
+Precision = Literal["fp32", "fp16", "int8"]
+
+NUMERIC_FIELDS = (
+    "int8_tops_dense",
+    "int8_tops_sparse",
+    "fp16_tflops",
+    "fp32_tflops",
+    "memory_bandwidth_gbs",
+    "dla_cores",
+    "max_batch",
+)
+
+
+class TargetProfile(BaseModel):
+    """One deployment target (a Jetson module, a data-centre GPU or a CPU).
+
+    ``jetpack``, ``tensorrt`` and ``cuda`` are parallel lists: entry ``i`` of each belongs to the
+    same software stack (e.g. JetPack 6.2 with TensorRT 10.3 and CUDA 12.6). They are empty where
+    the stack is not fixed by the target (data-centre GPUs, CPUs).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1)
+    display_name: str = ""
+    kind: Kind
+    runtime: Runtime
+    precision: Precision
+    int8_tops_dense: float | None = Field(default=None, ge=0)
+    int8_tops_sparse: float | None = Field(default=None, ge=0)
+    fp16_tflops: float | None = Field(default=None, ge=0)
+    fp32_tflops: float | None = Field(default=None, ge=0)
+    memory_bandwidth_gbs: float | None = Field(default=None, ge=0)
+    dla_cores: int | None = Field(default=None, ge=0)
+    compute_capability: str | None = None
+    jetpack: list[str] = Field(default_factory=list)
+    tensorrt: list[str] = Field(default_factory=list)
+    cuda: list[str] = Field(default_factory=list)
+    max_batch: int = Field(default=1, ge=1)
+    sources: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("compute_capability", mode="before")
+    @classmethod
+    def _version_as_text(cls, value: Any) -> Any:
+        """Accept ``8.7`` written without quotes in YAML; keep versions as text."""
+        return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+    @field_validator("jetpack", "tensorrt", "cuda", mode="before")
+    @classmethod
+    def _versions_as_text(cls, value: Any) -> Any:
+        """Accept ``[6.2]`` written without quotes in YAML; keep every version as text."""
+        if isinstance(value, list):
+            return [str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v for v in value]
+        return value
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> TargetProfile:
+        """Fill ``display_name``, check parallel stack lists and that sources name real fields."""
+        if not self.display_name:
+            object.__setattr__(self, "display_name", self.name)
+        if self.jetpack and not (len(self.tensorrt) == len(self.cuda) == len(self.jetpack)):
+            raise ValueError(
+                "jetpack, tensorrt and cuda must be lists of the same length (one entry per stack)"
+            )
+        unknown = sorted(set(self.sources) - set(type(self).model_fields))
+        if unknown:
+            raise ValueError(f"sources names unknown field(s) {', '.join(unknown)}")
+        return self
+
+    def known_figures(self) -> dict[str, float]:
+        """The numeric fields that are not null, by name."""
+        return {f: getattr(self, f) for f in NUMERIC_FIELDS if getattr(self, f) is not None}

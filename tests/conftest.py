@@ -1,0 +1,38 @@
+"""Shared fixtures: a real digits teacher trained once per session, and a CLI runner."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("EDGEKD_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def cli():
+    from edgekd.cli import app
+
+    runner = CliRunner()
+
+    def invoke(*args: str):
+        return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+    return invoke
+
+
+@pytest.fixture(scope="session")
+def digits_teacher(tmp_path_factory, cli) -> Path:
+    """A cnn_medium trained on digits for 15 epochs (about 5 s): a real teacher."""
+    out = tmp_path_factory.mktemp("teacher") / "teacher.pt"
+    result = cli(
+        "train-teacher", "--arch", "cnn_medium", "--data", "digits", "--epochs", "15", "--out", out, "--quiet"
+    )
+    assert result.exit_code == 0, result.output
+    return out
