@@ -35,11 +35,12 @@ _NOISE = (
 _GUARD_NOISE = r".*Converting a tensor to a Python boolean.*"
 
 
-def _first_line(err: BaseException) -> str:
-    """The first non-empty line of an exception's message, or its type name."""
+def _first_line(err: BaseException, limit: int = 300) -> str:
+    """The first non-empty line of an exception's message (without the exporter's graph dump), or its type."""
     for line in str(err).splitlines():
-        if line.strip():
-            return line.strip()
+        line = line.split(" [Caused by", 1)[0].strip()
+        if line:
+            return line if len(line) <= limit else line[: limit - 3] + "..."
     return type(err).__name__
 
 

@@ -94,14 +94,15 @@ def _load_pickle(path: Path, trust: bool) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        if "weights only" not in str(exc).lower():
+            raise _not_a_checkpoint(path, _first_line(exc)) from None
         if not trust:
             raise EdgekdError(
                 f"{path} holds pickled Python objects beyond tensors (e.g. a whole nn.Module), and "
                 "unpickling them runs code from the file; re-save it as a state_dict "
                 "(torch.save(model.state_dict(), ...)) or pass --trust-checkpoint if you trust its source"
             ) from None
-        del exc
-    except (RuntimeError, EOFError, ValueError, OSError) as exc:
+    except Exception as exc:  # noqa: BLE001 - truncated zip, garbage bytes, bad pickle opcodes
         raise _not_a_checkpoint(path, _first_line(exc)) from None
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
@@ -137,7 +138,7 @@ def _infer_in_channels(state: dict[str, torch.Tensor]) -> int | None:
 
 
 def _build_from_state(
-    path: Path, state: dict[str, torch.Tensor], arch: str | dict[str, Any] | None, kind: str
+    path: Path, state: dict[str, torch.Tensor], arch: str | dict[str, Any] | None
 ) -> tuple[nn.Module, dict[str, Any]]:
     if arch is None:
         raise EdgekdError(
@@ -153,26 +154,26 @@ def _build_from_state(
         or _infer_in_channels(state),
     )
     model = create_model(spec)
-    result = model.load_state_dict(state, strict=False)
     expected = model.state_dict()
     mismatched = [k for k, v in state.items() if k in expected and expected[k].shape != v.shape]
-    if result.missing_keys or result.unexpected_keys or mismatched:
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected or mismatched:
         detail = []
         if mismatched:
             k = mismatched[0]
             detail.append(
                 f"{k} has shape {tuple(state[k].shape)}, {spec['name']} expects {tuple(expected[k].shape)}"
             )
-        if result.missing_keys:
-            detail.append(f"{len(result.missing_keys)} missing keys such as {result.missing_keys[0]}")
-        if result.unexpected_keys:
-            detail.append(
-                f"{len(result.unexpected_keys)} unexpected keys such as {result.unexpected_keys[0]}"
-            )
+        if missing:
+            detail.append(f"{len(missing)} missing keys such as {missing[0]}")
+        if unexpected:
+            detail.append(f"{len(unexpected)} unexpected keys such as {unexpected[0]}")
         raise EdgekdError(
             f"{path} does not fit architecture {spec['name']} ({'; '.join(detail)}); "
             "pass the architecture it was trained with (--teacher-arch)"
         )
+    model.load_state_dict(state, strict=True)
     return model, spec
 
 
@@ -206,11 +207,11 @@ def load_model_file(
     if isinstance(obj, nn.Module):
         return LoadedModel(obj.eval(), "pickled_module", getattr(obj, "arch_spec", None))
     if _looks_like_state_dict(obj):
-        model, spec = _build_from_state(path, obj, arch, "state_dict")
+        model, spec = _build_from_state(path, obj, arch)
         return LoadedModel(model.eval(), "state_dict", spec)
     if isinstance(obj, dict):
         if obj.get("format") == FORMAT:
-            model, spec = _build_from_state(path, obj["state_dict"], arch or obj["arch"], "edgekd")
+            model, spec = _build_from_state(path, obj["state_dict"], arch or obj["arch"])
             return LoadedModel(
                 model.eval(),
                 "edgekd",
@@ -224,7 +225,7 @@ def load_model_file(
             if isinstance(inner, nn.Module):
                 return LoadedModel(inner.eval(), "pickled_module", getattr(inner, "arch_spec", None))
             if _looks_like_state_dict(inner):
-                model, spec = _build_from_state(path, inner, arch or obj.get("arch"), "checkpoint")
+                model, spec = _build_from_state(path, inner, arch or obj.get("arch"))
                 classes = obj.get("classes")
                 return LoadedModel(
                     model.eval(),
@@ -238,14 +239,22 @@ def load_model_file(
     )
 
 
-class _StaticBatch(nn.Module):
-    """Runs a program exported for a fixed batch size on any batch, by chunking and padding."""
+class _ExportedModule(nn.Module):
+    """Wraps ``ExportedProgram.module()``: it cannot switch train/eval mode (an exported program is
+    frozen in the mode it was exported in), and one exported for a fixed batch size runs any batch
+    here by chunking and padding."""
 
-    def __init__(self, program: nn.Module, batch: int):
+    def __init__(self, program: nn.Module, batch: int | None):
         super().__init__()
         self.program, self.batch = program, batch
 
+    def train(self, mode: bool = True) -> _ExportedModule:
+        self.training = mode
+        return self
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.batch is None:
+            return self.program(x)
         outs = []
         for chunk in x.split(self.batch):
             n = chunk.shape[0]
@@ -270,6 +279,5 @@ def _load_exported_program(path: Path) -> LoadedModel:
     info: dict[str, Any] = {}
     if len(shape) == 4 and all(isinstance(d, int) for d in shape[1:]):
         info["shape"] = [int(d) for d in shape[1:]]
-    if shape and isinstance(shape[0], int):
-        module = _StaticBatch(module, int(shape[0]))
-    return LoadedModel(module, "exported_program", None, info)
+    batch = int(shape[0]) if shape and isinstance(shape[0], int) else None
+    return LoadedModel(_ExportedModule(module, batch), "exported_program", None, info)
