@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import shutil
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -130,7 +131,7 @@ def _run_pipeline(run, config: RunConfig, stages: list[str], resume: bool, repor
     try:
         Runner(run, config, reporter).run_stages(stages, resume=resume)
     finally:
-        if run.manifest:
+        if run.manifest and run.path.is_dir():
             write_report(run)
 
 
@@ -262,9 +263,13 @@ def compress(
         out = _default_run_dir(f"{Path(cfg.teacher.checkpoint).stem}-{Path(cfg.target).stem}", resume)
         if resume and (out / "config.yaml").is_file():
             cfg = build_config(config, overrides, base=read_yaml(out / "config.yaml"))
+    from edgekd.stages.common import teacher_path
+
+    teacher_path(cfg)
     run = RunDir(out)
     if run.exists() and not resume:
         raise EdgekdError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    fresh = not out.exists()
     run.lock()
     try:
         if run.exists():
@@ -279,6 +284,12 @@ def compress(
         stages = [s for s in registered_stages() if s in COMPRESS_STAGES]
         _run_pipeline(run, cfg, stages, resume, reporter)
         _emit_summary(run, as_json)
+    except EdgekdError:
+        # A user error before any stage finished leaves no half-made run directory behind.
+        if fresh and not any(r.get("status") == "done" for r in run.manifest.get("stages", {}).values()):
+            run.unlock()
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     finally:
         run.unlock()
 

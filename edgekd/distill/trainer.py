@@ -233,7 +233,7 @@ def train(
                 loss.backward()
                 optimizer.step()
                 for term, value in terms.items():
-                    sums[term] = sums.get(term, 0.0) + float(value) * y.numel()
+                    sums[term] = sums.get(term, 0.0) + float(value.detach()) * y.numel()
                 seen += y.numel()
                 bar.advance()
                 bar.note(f"loss {loss.item():.3f}")

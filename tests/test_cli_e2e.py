@@ -1,0 +1,211 @@
+"""End to end through the CLI on digits: real training, real ONNX Runtime, real files."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from edgekd.io import sha256_file
+from edgekd.models.checkpoint import load_model_file
+
+FAST_BENCH = [
+    "--set",
+    "bench.runs=50",
+    "--set",
+    "bench.sessions=2",
+    "--set",
+    "bench.throughput_runs=3",
+    "--set",
+    "bench.warmup=2",
+]
+
+
+@pytest.fixture(scope="module")
+def compressed(tmp_path_factory, cli, digits_teacher):
+    out = tmp_path_factory.mktemp("e2e") / "run"
+    result = cli(
+        "compress",
+        "--teacher",
+        digits_teacher,
+        "--target",
+        "jetson-orin-nano",
+        "--data",
+        "digits",
+        "--student",
+        "cnn_small",
+        "--epochs",
+        "12",
+        "--baseline",
+        "--out",
+        out,
+        "--json",
+        *FAST_BENCH,
+    )
+    assert result.exit_code == 0, result.output
+    return out, json.loads(result.stdout)
+
+
+def test_manifest_records_every_stage(compressed):
+    out, summary = compressed
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert list(manifest["stages"]) == ["teacher", "distill", "export", "bench"]
+    assert manifest["target"] == "jetson-orin-nano" and manifest["versions"]["onnxruntime"]
+    for name, rec in manifest["stages"].items():
+        assert rec["status"] == "done" and len(rec["fingerprint"]) == 64 and rec["seconds"] >= 0
+        for rel, meta in rec["outputs"].items():
+            assert sha256_file(out / rel) == meta["sha256"], rel
+    outputs = {Path(p).name for rec in manifest["stages"].values() for p in rec["outputs"]}
+    assert {
+        "teacher.json",
+        "student.pt",
+        "last.ckpt",
+        "metrics.json",
+        "baseline.pt",
+        "model_fp32.onnx",
+        "teacher_fp32.onnx",
+        "parity.json",
+        "results.json",
+        "results.md",
+    } <= outputs
+    assert (out / "config.yaml").is_file() and (out / "report.md").is_file()
+    assert summary["stages"]["distill"]["status"] == "done"
+
+
+def test_accuracy_targets_on_digits(compressed):
+    out, summary = compressed
+    teacher = summary["stages"]["teacher"]["metrics"]["val_top1"]
+    student = summary["stages"]["distill"]["metrics"]["val_top1"]
+    assert teacher >= 0.95 and student >= 0.93, (teacher, student)
+    results = json.loads((out / "bench" / "results.json").read_text())
+    rows = {r["model"]: r for r in results["models"]}
+    # ONNX accuracy on the whole validation split equals PyTorch's within one image
+    for name in ("teacher", "student"):
+        assert (
+            abs(rows[name]["onnx_top1"] - rows[name]["pytorch_top1"]) <= 1 / rows[name]["val_samples"] + 1e-9
+        )
+        lat = rows[name]["latency_b1"]
+        assert 0 < lat["p50_ms"] <= lat["p90_ms"] <= lat["p99_ms"] and lat["runs"] >= 50
+        assert lat["source"] == "measured" and rows[name]["throughput"]["batch_size"] == 32
+    assert rows["student"]["parameters"] < rows["teacher"]["parameters"]
+    assert results["baseline_student_pytorch_top1"] is not None
+
+
+def test_parity_and_onnx_checked(compressed):
+    out, _ = compressed
+    import onnx
+
+    parity = json.loads((out / "export" / "parity.json").read_text())
+    assert parity["student"]["passed"] and parity["student"]["samples"] == 64
+    model = onnx.load(out / "export" / "model_fp32.onnx")
+    assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 17
+    assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # dynamic batch
+
+
+def test_report_puts_teacher_and_student_side_by_side(compressed):
+    out, _ = compressed
+    report = (out / "report.md").read_text()
+    for needle in (
+        "| teacher | onnx-fp32",
+        "| student | onnx-fp32",
+        "without KD",
+        "p50",
+        "size (KiB)",
+        "Validation top-1 in PyTorch",
+    ):
+        assert needle in report, needle
+
+
+def test_resume_skips_everything(compressed, cli):
+    out, _ = compressed
+    before = json.loads((out / "manifest.json").read_text())
+    result = cli("compress", "--out", out, "--resume", "--json", *FAST_BENCH)
+    assert result.exit_code == 0, result.output
+    after = json.loads((out / "manifest.json").read_text())
+    for name in before["stages"]:
+        assert after["stages"][name]["finished"] == before["stages"][name]["finished"], name
+
+
+def test_inspect_and_stage_command(compressed, cli):
+    out, _ = compressed
+    result = cli("inspect", out, "--json")
+    assert result.exit_code == 0
+    manifest = json.loads(result.stdout)
+    assert all(rec["outputs_verified"] for rec in manifest["stages"].values())
+    result = cli("bench", out, "--json", *FAST_BENCH)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["stages"]["bench"]["status"] == "done"
+
+
+def test_existing_run_dir_is_not_overwritten(compressed, cli, digits_teacher):
+    out, _ = compressed
+    result = cli("compress", "--teacher", digits_teacher, "--out", out)
+    assert result.exit_code == 2 and "already holds a run; pass --resume" in result.stderr
+
+
+def _edgekd(*args: str, **kw) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "edgekd", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
+
+
+def test_kill_and_resume_matches_uninterrupted(tmp_path, cli, digits_teacher):
+    """SIGKILL the distill stage after its first epoch, --resume, and end with the same student."""
+    common = [
+        "--teacher",
+        str(digits_teacher),
+        "--data",
+        "digits",
+        "--student",
+        "cnn_small",
+        "--epochs",
+        "25",
+        "--seed",
+        "3",
+        "--target",
+        "x86-cpu",
+        *FAST_BENCH,
+    ]
+    ref = tmp_path / "ref"
+    assert cli("compress", *common, "--out", ref, "--quiet").exit_code == 0
+
+    run = tmp_path / "killed"
+    proc = _edgekd("compress", *common, "--out", str(run), "--quiet")
+    ckpt = run / "distill" / "last.ckpt"
+    deadline = time.time() + 120
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert ckpt.exists(), proc.stderr.read()
+    done_epochs = torch.load(ckpt, weights_only=True)["epoch"]
+    assert 1 <= done_epochs < 25
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["stages"]["distill"]["status"] == "running"  # cut off, not finished
+
+    resumed = cli("compress", "--out", run, "--resume", *common)
+    assert resumed.exit_code == 0, resumed.output
+    assert (
+        f"resuming after epoch {torch.load(ckpt, weights_only=True)['epoch'] and done_epochs}"
+        in resumed.stderr
+    )
+
+    a = json.loads((ref / "manifest.json").read_text())["stages"]["distill"]["metrics"]
+    b = json.loads((run / "manifest.json").read_text())["stages"]["distill"]["metrics"]
+    assert a["val_top1"] == b["val_top1"] and a["best_val_top1"] == b["best_val_top1"]
+    sa = load_model_file(ref / "distill" / "student.pt").model.state_dict()
+    sb = load_model_file(run / "distill" / "student.pt").model.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
