@@ -26,9 +26,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edgekd.bench import host_description  # noqa: E402
-from edgekd.config import DistillConfig, MethodConfig  # noqa: E402
+from edgekd.config import (  # noqa: E402
+    AugmentConfig,  # noqa: E402
+    DistillConfig,
+    MethodConfig,
+)
 from edgekd.data import augment_kwargs, compute_normalization, load_data  # noqa: E402
-from edgekd.config import AugmentConfig  # noqa: E402
 from edgekd.distill.methods import build_method  # noqa: E402
 from edgekd.distill.trainer import TrainSetup, evaluate, train  # noqa: E402
 from edgekd.io import atomic_write_json, atomic_write_text  # noqa: E402
@@ -178,9 +181,7 @@ def write_results(budget, teacher_info, runs, wall, args, data) -> None:
         f"{budget['schedule']}, weight decay {budget['weight_decay']}; standard crop + flip augmentation. "
         f"Top-1 at the last epoch (RepDistiller's convention), seeds {args.seeds}.",
         "",
-        "| method | "
-        + " | ".join(f"seed {s}" for s in args.seeds)
-        + " | mean ± std | gain vs CE (mean ± std) |",
+        "| method | " + " | ".join(f"seed {s}" for s in args.seeds) + " | mean ± std | gain vs CE (mean ± std) |",
         "|---|" + "---:|" * (len(args.seeds) + 2),
     ]
     for name, per_seed in runs.items():
@@ -197,9 +198,7 @@ def write_results(budget, teacher_info, runs, wall, args, data) -> None:
     lines += [
         "",
         f"Wall time: {wall / 60:.1f} min for this invocation (cached runs excluded); per run: "
-        + ", ".join(
-            f"{n} {statistics.fmean(r[s]['seconds'] for s in args.seeds):.0f}s" for n, r in runs.items()
-        )
+        + ", ".join(f"{n} {statistics.fmean(r[s]['seconds'] for s in args.seeds):.0f}s" for n, r in runs.items())
         + f"; teacher {teacher_info.get('seconds', 0):.0f}s.",
         f"Machine: {host.get('cpu')}, {host.get('logical_cores')} logical cores, torch {torch.__version__}, "
         f"{args.threads} threads, CPU only; Python {platform.python_version()}.",

@@ -161,15 +161,11 @@ def compress(
     ] = None,
     target: Annotated[
         str | None,
-        typer.Option(
-            "--target", help="Target device profile (see `edgekd targets`), or a path to a profile YAML."
-        ),
+        typer.Option("--target", help="Target device profile (see `edgekd targets`), or a path to a profile YAML."),
     ] = None,
     teacher_arch: Annotated[
         str | None,
-        typer.Option(
-            "--teacher-arch", help="Architecture of a bare state_dict teacher: a zoo name or tv:NAME."
-        ),
+        typer.Option("--teacher-arch", help="Architecture of a bare state_dict teacher: a zoo name or tv:NAME."),
     ] = None,
     data: Annotated[
         str | None,
@@ -190,9 +186,7 @@ def compress(
     ] = None,
     config: Annotated[
         Path | None,
-        typer.Option(
-            "--config", "-c", help="A YAML config (e.g. one of pipelines/*.yaml); flags override it."
-        ),
+        typer.Option("--config", "-c", help="A YAML config (e.g. one of pipelines/*.yaml); flags override it."),
     ] = None,
     out: Annotated[
         Path | None,
@@ -212,9 +206,7 @@ def compress(
             "--baseline/--no-baseline", help="Also train the student without KD so the report shows the gain."
         ),
     ] = None,
-    device: Annotated[
-        str | None, typer.Option("--device", help="auto (default), cpu, cuda or cuda:N.")
-    ] = None,
+    device: Annotated[str | None, typer.Option("--device", help="auto (default), cpu, cuda or cuda:N.")] = None,
     trust_checkpoint: Annotated[
         bool,
         typer.Option(
@@ -320,9 +312,7 @@ def distill(
     run_dir: RunDirArg,
     epochs: Annotated[int | None, typer.Option("--epochs", help="Distillation epochs.")] = None,
     student: Annotated[str | None, typer.Option("--student", "-s", help="Student architecture.")] = None,
-    baseline: Annotated[
-        bool | None, typer.Option("--baseline/--no-baseline", help="Also train without KD.")
-    ] = None,
+    baseline: Annotated[bool | None, typer.Option("--baseline/--no-baseline", help="Also train without KD.")] = None,
     resume: ResumeOpt = False,
     set_: SetOpt = None,
     quiet: QuietOpt = False,
@@ -332,9 +322,7 @@ def distill(
 
     Settings come from RUN_DIR/config.yaml; options here override and are saved back.
     """
-    overrides = _overrides(
-        {"distill.epochs": epochs, "student.arch": student, "distill.baseline": baseline}, set_
-    )
+    overrides = _overrides({"distill.epochs": epochs, "student.arch": student, "distill.baseline": baseline}, set_)
     _stage_command("distill", run_dir, overrides, resume, quiet, as_json)
 
 
@@ -374,9 +362,7 @@ def bench(
 @app.command("train-teacher")
 @handles_errors
 def train_teacher(
-    arch: Annotated[
-        str, typer.Option("--arch", "-a", help="Architecture: a zoo name (`edgekd models`) or tv:NAME.")
-    ],
+    arch: Annotated[str, typer.Option("--arch", "-a", help="Architecture: a zoo name (`edgekd models`) or tv:NAME.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the checkpoint (edgekd format).")],
     data: Annotated[
         str, typer.Option("--data", "-d", help="'digits', a folder of .npz files, or an ImageFolder tree.")
@@ -410,9 +396,7 @@ def train_teacher(
         raise EdgekdError(f"{out} already exists; pass --force to overwrite it or choose another --out")
     cfg = TeacherTrainConfig(epochs=epochs, lr=lr, batch_size=batch_size)
     data_cfg = DataConfig(source=data, max_train_samples=max_train_samples)
-    bundle = load_data(
-        data, val_fraction=data_cfg.val_fraction, seed=seed, max_train_samples=max_train_samples
-    )
+    bundle = load_data(data, val_fraction=data_cfg.val_fraction, seed=seed, max_train_samples=max_train_samples)
     norm = compute_normalization(bundle.train)
     torch.manual_seed(seed)
     model = create_model(arch, num_classes=len(bundle.classes), in_channels=bundle.input_shape[0])
@@ -446,9 +430,7 @@ def train_teacher(
     if as_json:
         print(json.dumps(summary, indent=2))
     else:
-        stdout.print(
-            f"Teacher {model.arch_spec['name']}: validation top-1 {100 * summary['val_top1']:.2f}% -> {out}"
-        )
+        stdout.print(f"Teacher {model.arch_spec['name']}: validation top-1 {100 * summary['val_top1']:.2f}% -> {out}")
 
 
 # ---- information -----------------------------------------------------------------------------
@@ -486,9 +468,7 @@ def models(as_json: JsonOpt = False) -> None:
 
     rows = []
     for name in list_models():
-        rows.append(
-            {"name": name, "parameters_10_classes": count_parameters(create_model(name, num_classes=10))}
-        )
+        rows.append({"name": name, "parameters_10_classes": count_parameters(create_model(name, num_classes=10))})
     if as_json:
         print(json.dumps(rows, indent=2))
         return
@@ -514,9 +494,7 @@ def inspect(run_dir: RunDirArg, as_json: JsonOpt = False) -> None:
             manifest["stages"][name]["outputs_verified"] = run.outputs_verify(name)
         print(json.dumps(manifest, indent=2, default=str))
         return
-    table = Table(
-        title=f"{run_dir}  (target {manifest.get('target')}, edgekd {manifest.get('edgekd_version')})"
-    )
+    table = Table(title=f"{run_dir}  (target {manifest.get('target')}, edgekd {manifest.get('edgekd_version')})")
     for col in ("stage", "status", "seconds", "fingerprint", "outputs", "key metrics"):
         table.add_column(col)
     for name, rec in manifest.get("stages", {}).items():

@@ -143,9 +143,7 @@ class RunDir:
         try:
             self.manifest = json.loads(self.manifest_path.read_text())
         except ValueError:
-            raise EdgekdError(
-                f"{self.manifest_path} is not valid JSON; the run directory is damaged"
-            ) from None
+            raise EdgekdError(f"{self.manifest_path} is not valid JSON; the run directory is damaged") from None
         return self.manifest
 
     def init_manifest(self, config: RunConfig) -> None:

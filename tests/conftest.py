@@ -31,8 +31,6 @@ def cli():
 def digits_teacher(tmp_path_factory, cli) -> Path:
     """A cnn_medium trained on digits for 15 epochs (about 5 s): a real teacher."""
     out = tmp_path_factory.mktemp("teacher") / "teacher.pt"
-    result = cli(
-        "train-teacher", "--arch", "cnn_medium", "--data", "digits", "--epochs", "15", "--out", out, "--quiet"
-    )
+    result = cli("train-teacher", "--arch", "cnn_medium", "--data", "digits", "--epochs", "15", "--out", out, "--quiet")
     assert result.exit_code == 0, result.output
     return out

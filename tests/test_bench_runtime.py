@@ -73,9 +73,7 @@ def test_sessions_are_fresh_and_interleaved(models: dict[str, Path], monkeypatch
 def test_fixed_batch_mismatch_is_a_user_error(tmp_path: Path) -> None:
     path = export_onnx(tiny_model(), tmp_path / "fixed.onnx", input_shape=SHAPE, dynamic_batch=False)
     with pytest.raises(EdgekdError, match="fixed batch of 1"):
-        measure_latency(
-            {"fixed": path}, batch_size=4, input_shape=SHAPE, threads=1, warmup=0, runs=1, sessions=1
-        )
+        measure_latency({"fixed": path}, batch_size=4, input_shape=SHAPE, threads=1, warmup=0, runs=1, sessions=1)
 
 
 def test_make_session_options(models: dict[str, Path]) -> None:

@@ -50,9 +50,7 @@ def test_bare_state_dict_needs_arch(tmp_path, net):
     with pytest.raises(EdgekdError, match="bare state_dict.*--teacher-arch"):
         load_model_file(tmp_path / "sd.pt")
     loaded = load_model_file(tmp_path / "sd.pt", arch="cnn_tiny")
-    assert (
-        loaded.kind == "state_dict" and loaded.arch["num_classes"] == 10 and loaded.arch["in_channels"] == 1
-    )
+    assert loaded.kind == "state_dict" and loaded.arch["num_classes"] == 10 and loaded.arch["in_channels"] == 1
     assert _same(net, loaded.model)
 
 

@@ -58,7 +58,7 @@ def test_manifest_records_every_stage(compressed):
     manifest = json.loads((out / "manifest.json").read_text())
     assert list(manifest["stages"]) == ["teacher", "distill", "export", "bench"]
     assert manifest["target"] == "jetson-orin-nano" and manifest["versions"]["onnxruntime"]
-    for name, rec in manifest["stages"].items():
+    for rec in manifest["stages"].values():
         assert rec["status"] == "done" and len(rec["fingerprint"]) == 64 and rec["seconds"] >= 0
         for rel, meta in rec["outputs"].items():
             assert sha256_file(out / rel) == meta["sha256"], rel
@@ -88,9 +88,7 @@ def test_accuracy_targets_on_digits(compressed):
     rows = {r["model"]: r for r in results["models"]}
     # ONNX accuracy on the whole validation split equals PyTorch's within one image
     for name in ("teacher", "student"):
-        assert (
-            abs(rows[name]["onnx_top1"] - rows[name]["pytorch_top1"]) <= 1 / rows[name]["val_samples"] + 1e-9
-        )
+        assert abs(rows[name]["onnx_top1"] - rows[name]["pytorch_top1"]) <= 1 / rows[name]["val_samples"] + 1e-9
         lat = rows[name]["latency_b1"]
         assert 0 < lat["p50_ms"] <= lat["p90_ms"] <= lat["p99_ms"] and lat["runs"] >= 50
         assert lat["source"] == "measured" and rows[name]["throughput"]["batch_size"] == 32
@@ -198,10 +196,7 @@ def test_kill_and_resume_matches_uninterrupted(tmp_path, cli, digits_teacher):
 
     resumed = cli("compress", "--out", run, "--resume", *common)
     assert resumed.exit_code == 0, resumed.output
-    assert (
-        f"resuming after epoch {torch.load(ckpt, weights_only=True)['epoch'] and done_epochs}"
-        in resumed.stderr
-    )
+    assert f"resuming after epoch {torch.load(ckpt, weights_only=True)['epoch'] and done_epochs}" in resumed.stderr
 
     a = json.loads((ref / "manifest.json").read_text())["stages"]["distill"]["metrics"]
     b = json.loads((run / "manifest.json").read_text())["stages"]["distill"]["metrics"]

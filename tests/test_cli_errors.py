@@ -76,16 +76,12 @@ def test_bare_state_dict_without_arch(compress, tmp_path):
 
 
 def test_unknown_target(compress, digits_teacher):
-    _one_line_error(
-        compress("--teacher", digits_teacher, "--target", "jetson-orin-nanoo"), "jetson-orin-nano"
-    )
+    _one_line_error(compress("--teacher", digits_teacher, "--target", "jetson-orin-nanoo"), "jetson-orin-nano")
 
 
 def test_malformed_yaml(compress, tmp_path, digits_teacher):
     (tmp_path / "bad.yaml").write_text("distill:\n  epochs: [3\n")
-    _one_line_error(
-        compress("--teacher", digits_teacher, "--config", tmp_path / "bad.yaml"), "not valid YAML"
-    )
+    _one_line_error(compress("--teacher", digits_teacher, "--config", tmp_path / "bad.yaml"), "not valid YAML")
 
 
 def test_unknown_config_key(compress, tmp_path, digits_teacher):
@@ -128,9 +124,7 @@ def test_locked_run_dir(cli, tmp_path, digits_teacher):
     holder = RunDir(tmp_path / "run")
     holder.lock()
     try:
-        _one_line_error(
-            cli("compress", "--out", tmp_path / "run", "--resume", "--quiet"), "in use by another"
-        )
+        _one_line_error(cli("compress", "--out", tmp_path / "run", "--resume", "--quiet"), "in use by another")
     finally:
         holder.unlock()
 

@@ -35,9 +35,7 @@ def test_unknown_key_names_field_and_allowed(tmp_path):
 
 
 def test_bad_literal_lists_choices():
-    with pytest.raises(
-        EdgekdError, match=r"distill.optimizer: 'adam' is not allowed; choose one of 'sgd' or 'adamw'"
-    ):
+    with pytest.raises(EdgekdError, match=r"distill.optimizer: 'adam' is not allowed; choose one of 'sgd' or 'adamw'"):
         build_config(None, {"distill.optimizer": "adam"})
 
 

@@ -135,9 +135,7 @@ def test_npz_folder_without_test_file_concatenates_parts_and_holds_out_stratifie
     # every loaded image is one of the originals, channels moved first
     originals = torch.from_numpy(np.concatenate([a["x"], b["x"]])).permute(0, 3, 1, 2)
     everything = torch.cat([data.train.images, data.val.images])
-    assert sorted(map(bytes, everything.flatten(1).numpy())) == sorted(
-        map(bytes, originals.flatten(1).numpy())
-    )
+    assert sorted(map(bytes, everything.flatten(1).numpy())) == sorted(map(bytes, originals.flatten(1).numpy()))
 
 
 def test_npz_val_file_is_preferred_and_image_size_resizes_in_memory(tmp_path):
@@ -263,9 +261,7 @@ def write_images(folder: Path, classes: dict[str, int], seed: int = 0) -> None:
         for i in range(n):
             h, w = int(rng.integers(10, 30)), int(rng.integers(10, 30))
             if i % 2:
-                Image.fromarray(rng.integers(0, 256, (h, w), dtype=np.uint8), mode="L").save(
-                    folder / c / f"{i}.png"
-                )
+                Image.fromarray(rng.integers(0, 256, (h, w), dtype=np.uint8), mode="L").save(folder / c / f"{i}.png")
             else:
                 Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(folder / c / f"{i}.png")
     (folder / "notes.txt").write_text("not an image")
@@ -284,9 +280,7 @@ def test_image_folder_flat_layout_is_lazy_rgb_resized_and_stratified(tmp_path):
         assert image.dtype == torch.uint8 and image.shape == (3, 16, 16)
         assert label == int(data.val.labels[i])
     norm = compute_normalization(data.train)
-    batches = list(
-        BatchIterator(data.train, 5, shuffle=True, seed=0, normalization=norm, random_crop=True, hflip=None)
-    )
+    batches = list(BatchIterator(data.train, 5, shuffle=True, seed=0, normalization=norm, random_crop=True, hflip=None))
     assert [len(y) for _, y in batches] == [5, 5, 2]
     assert batches[0][0].shape == (5, 3, 16, 16) and batches[0][0].dtype == torch.float32
     again = list(
@@ -336,9 +330,7 @@ def test_normalisation_gives_zero_mean_unit_std():
     assert len(norm.mean) == 1 and 0.0 < norm.mean[0] < 1.0
     x = torch.cat([x for x, _ in BatchIterator(data.train, 256, shuffle=False, seed=0, normalization=norm)])
     assert abs(x.mean().item()) < 1e-4 and abs(x.std().item() - 1.0) < 1e-3
-    constant = Split(
-        images=torch.full((4, 1, 2, 2), 7, dtype=torch.uint8), labels=torch.zeros(4, dtype=torch.int64)
-    )
+    constant = Split(images=torch.full((4, 1, 2, 2), 7, dtype=torch.uint8), labels=torch.zeros(4, dtype=torch.int64))
     assert compute_normalization(constant).std == [1.0]
 
 
@@ -431,9 +423,7 @@ def test_len_and_drop_last():
 def test_ranks_take_disjoint_shares_of_one_permutation():
     split = indexed_split(50)
     common = dict(seed=0, normalization=IDENTITY, world_size=3)
-    evals = [
-        torch.cat([y for _, y in BatchIterator(split, 8, shuffle=False, rank=r, **common)]) for r in range(3)
-    ]
+    evals = [torch.cat([y for _, y in BatchIterator(split, 8, shuffle=False, rank=r, **common)]) for r in range(3)]
     assert sorted(torch.cat(evals).tolist()) == list(range(50))  # evaluation: exact, no duplicates
     trains = [BatchIterator(split, 8, shuffle=True, rank=r, **common) for r in range(3)]
     assert len({len(t) for t in trains}) == 1  # every rank steps the same number of times

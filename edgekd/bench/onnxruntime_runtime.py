@@ -54,9 +54,7 @@ def make_session(
     if not path.is_file():
         raise EdgekdError(f"ONNX file {path} does not exist; run the export stage first or fix the path")
     if threads is not None and threads < 1:
-        raise EdgekdError(
-            f"threads must be at least 1, got {threads}; pass a positive number or leave it unset"
-        )
+        raise EdgekdError(f"threads must be at least 1, got {threads}; pass a positive number or leave it unset")
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or physical_cores()
     options.inter_op_num_threads = 1
@@ -75,9 +73,7 @@ def make_session(
         ) from err
 
 
-def _time_session(
-    session: ort.InferenceSession, images: np.ndarray, *, warmup: int, runs: int
-) -> list[float]:
+def _time_session(session: ort.InferenceSession, images: np.ndarray, *, warmup: int, runs: int) -> list[float]:
     """Run ``warmup`` untimed then ``runs`` timed inferences; seconds per run."""
     feed = {session.get_inputs()[0].name: images.astype(input_dtype(session), copy=False)}
     for _ in range(warmup):
@@ -189,8 +185,7 @@ def evaluate_accuracy(
         logits = run_onnx(session, x).reshape(x.shape[0], -1)
         if logits.shape[0] != y.shape[0]:
             raise EdgekdError(
-                f"a batch has {logits.shape[0]} images but {y.shape[0]} labels; "
-                "give one integer label per image"
+                f"a batch has {logits.shape[0]} images but {y.shape[0]} labels; give one integer label per image"
             )
         classes = logits.shape[1]
         top1 += int(np.sum(logits.argmax(axis=1) == y))

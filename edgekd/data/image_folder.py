@@ -78,9 +78,7 @@ def is_image_folder(root: Path) -> bool:
     return False
 
 
-def load_image_folder_source(
-    root: Path, *, val_fraction: float, seed: int, image_size: int | None
-) -> LoadedSource:
+def load_image_folder_source(root: Path, *, val_fraction: float, seed: int, image_size: int | None) -> LoadedSource:
     size = image_size or DEFAULT_IMAGE_SIZE
     train_dir = root / "train"
     split_layout = train_dir.is_dir() and bool(_scan(train_dir))
@@ -90,9 +88,7 @@ def load_image_folder_source(
     else:
         train_dir, train_files, val_dir = root, _scan(root), None
     if not train_files:
-        raise EdgekdError(
-            f"{root} has no class subfolders with images ({', '.join(IMG_EXTENSIONS)}); {_HINT}"
-        )
+        raise EdgekdError(f"{root} has no class subfolders with images ({', '.join(IMG_EXTENSIONS)}); {_HINT}")
     classes = sorted(train_files)
 
     train = _split(train_files, classes, size)

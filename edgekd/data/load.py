@@ -83,9 +83,7 @@ def _load_source(spec: str, *, val_fraction: float, seed: int, image_size: int |
         return load_npz_source(root, val_fraction=val_fraction, seed=seed)
     if is_image_folder(root):
         return load_image_folder_source(root, val_fraction=val_fraction, seed=seed, image_size=image_size)
-    raise EdgekdError(
-        f"data folder {root} holds neither .npz files nor class subfolders of images; {ACCEPTED}"
-    )
+    raise EdgekdError(f"data folder {root} holds neither .npz files nor class subfolders of images; {ACCEPTED}")
 
 
 def _resized(split: Split, size: int, what: str) -> Split:

@@ -88,9 +88,7 @@ def _read(path: Path) -> _Arrays:
             missing = [k for k in ("x", "y") if k not in names]
             if missing:
                 present = ", ".join(sorted(names)) or "none"
-                raise EdgekdError(
-                    f"{path} has no array {' or '.join(missing)} (it has: {present}); {LAYOUT_HINT}"
-                )
+                raise EdgekdError(f"{path} has no array {' or '.join(missing)} (it has: {present}); {LAYOUT_HINT}")
             x, y = archive["x"], archive["y"]
             classes = archive["classes"] if "classes" in names else None
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
@@ -125,9 +123,7 @@ def _check_y(path: Path, y: np.ndarray, n: int) -> np.ndarray:
             f"{path}: y has shape {y.shape} and dtype {y.dtype}; expected integer class indices of shape (N,)"
         )
     if len(y) != n:
-        raise EdgekdError(
-            f"{path}: x has {n} images but y has {len(y)} labels; they must have the same length"
-        )
+        raise EdgekdError(f"{path}: x has {n} images but y has {len(y)} labels; they must have the same length")
     if n == 0:
         raise EdgekdError(f"{path} holds no images; remove it or fill it")
     return y.astype(np.int64, copy=False)

@@ -21,8 +21,7 @@ def kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float = 4.
     """
     if student_logits.shape != teacher_logits.shape:
         raise ValueError(
-            f"kd: student logits {tuple(student_logits.shape)} and teacher logits "
-            f"{tuple(teacher_logits.shape)} differ"
+            f"kd: student logits {tuple(student_logits.shape)} and teacher logits {tuple(teacher_logits.shape)} differ"
         )
     log_p_s = F.log_softmax(student_logits / T, dim=1)
     log_p_t = F.log_softmax(teacher_logits / T, dim=1)

@@ -48,9 +48,7 @@ def _validate_shape(input_shape: tuple[int, ...]) -> tuple[int, int, int]:
     """Check that ``input_shape`` is (C, H, W) with positive sizes."""
     shape = tuple(input_shape)
     if len(shape) != 3 or not all(isinstance(d, int) and d > 0 for d in shape):
-        raise EdgekdError(
-            f"input_shape must be (channels, height, width), got {shape}; pass e.g. (3, 32, 32)"
-        )
+        raise EdgekdError(f"input_shape must be (channels, height, width), got {shape}; pass e.g. (3, 32, 32)")
     return shape  # type: ignore[return-value]
 
 

@@ -148,10 +148,8 @@ def _build_from_state(
     state = _strip_prefix(state)
     spec = normalize_spec(
         arch,
-        num_classes=(arch.get("num_classes") if isinstance(arch, dict) else None)
-        or _infer_num_classes(state),
-        in_channels=(arch.get("in_channels") if isinstance(arch, dict) else None)
-        or _infer_in_channels(state),
+        num_classes=(arch.get("num_classes") if isinstance(arch, dict) else None) or _infer_num_classes(state),
+        in_channels=(arch.get("in_channels") if isinstance(arch, dict) else None) or _infer_in_channels(state),
     )
     model = create_model(spec)
     expected = model.state_dict()
@@ -162,9 +160,7 @@ def _build_from_state(
         detail = []
         if mismatched:
             k = mismatched[0]
-            detail.append(
-                f"{k} has shape {tuple(state[k].shape)}, {spec['name']} expects {tuple(expected[k].shape)}"
-            )
+            detail.append(f"{k} has shape {tuple(state[k].shape)}, {spec['name']} expects {tuple(expected[k].shape)}")
         if missing:
             detail.append(f"{len(missing)} missing keys such as {missing[0]}")
         if unexpected:
@@ -177,9 +173,7 @@ def _build_from_state(
     return model, spec
 
 
-def load_model_file(
-    path: str | Path, *, arch: str | dict[str, Any] | None = None, trust: bool = False
-) -> LoadedModel:
+def load_model_file(path: str | Path, *, arch: str | dict[str, Any] | None = None, trust: bool = False) -> LoadedModel:
     """Load a model file of any supported kind, safely; see the module docstring."""
     path = Path(path)
     if not path.exists():
@@ -192,11 +186,7 @@ def load_model_file(
     names = _zip_names(path)
     if names is not None and any(n.endswith("/archive_format") or n == "archive_format" for n in names):
         return _load_exported_program(path)
-    if (
-        names is not None
-        and any("/code/" in n for n in names)
-        and any(n.endswith("constants.pkl") for n in names)
-    ):
+    if names is not None and any("/code/" in n for n in names) and any(n.endswith("constants.pkl") for n in names):
         try:
             module = torch.jit.load(str(path), map_location="cpu")
         except Exception as exc:  # noqa: BLE001
@@ -234,9 +224,7 @@ def load_model_file(
                     dict(obj.get("input") or {}),
                     list(classes) if classes else None,
                 )
-    raise _not_a_checkpoint(
-        path, f"found a {type(obj).__name__} with no state_dict, model or arch spec in it"
-    )
+    raise _not_a_checkpoint(path, f"found a {type(obj).__name__} with no state_dict, model or arch spec in it")
 
 
 class _ExportedModule(nn.Module):

@@ -163,9 +163,7 @@ _CONFIGS: dict[str, tuple[int, list[int]]] = {
 
 def _register(name: str, depth: int, num_filters: list[int]) -> None:
     def factory(num_classes: int, in_channels: int) -> ResNet:
-        return ResNet(
-            depth, list(num_filters), "basicblock", num_classes=num_classes, in_channels=in_channels
-        )
+        return ResNet(depth, list(num_filters), "basicblock", num_classes=num_classes, in_channels=in_channels)
 
     factory.__name__ = name
     factory.__qualname__ = name

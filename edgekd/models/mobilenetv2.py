@@ -125,13 +125,9 @@ class MobileNetV2(nn.Module):
 
 
 @register_model("mobilenetv2")
-def mobilenetv2(
-    num_classes: int, in_channels: int, width_mult: float = 0.5, expand_ratio: int = 6
-) -> MobileNetV2:
+def mobilenetv2(num_classes: int, in_channels: int, width_mult: float = 0.5, expand_ratio: int = 6) -> MobileNetV2:
     """CIFAR MobileNetV2; the defaults are RepDistiller's ``mobile_half`` (T=6, width 0.5)."""
-    return MobileNetV2(
-        T=expand_ratio, feature_dim=num_classes, width_mult=width_mult, in_channels=in_channels
-    )
+    return MobileNetV2(T=expand_ratio, feature_dim=num_classes, width_mult=width_mult, in_channels=in_channels)
 
 
 @register_model("mobilenetv2_x1_0")

@@ -39,9 +39,7 @@ def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
     """
     key = name.lower()
     if key != name or key.startswith(TV_PREFIX) or not key:
-        raise ValueError(
-            f"model names must be non-empty, lower case and not start with {TV_PREFIX!r}: {name!r}"
-        )
+        raise ValueError(f"model names must be non-empty, lower case and not start with {TV_PREFIX!r}: {name!r}")
 
     def decorator(factory: ModelFactory) -> ModelFactory:
         if key in _MODELS:

@@ -51,8 +51,7 @@ def replace_first_conv(model: nn.Module, in_channels: int) -> nn.Module:
         return model
     if module.groups != 1:
         raise EdgekdError(
-            f"cannot set in_channels={in_channels}: "
-            f"the first conv {name!r} is grouped (groups={module.groups})"
+            f"cannot set in_channels={in_channels}: the first conv {name!r} is grouped (groups={module.groups})"
         )
     new = nn.Conv2d(
         in_channels,

@@ -136,8 +136,7 @@ def results_markdown(results: dict[str, Any]) -> str:
         )
     if results.get("baseline_student_pytorch_top1") is not None:
         lines.append(
-            f"| student without KD (baseline) | pytorch | | | {_pct(results['baseline_student_pytorch_top1'])}"
-            " | | | |"
+            f"| student without KD (baseline) | pytorch | | | {_pct(results['baseline_student_pytorch_top1'])} | | | |"
         )
     c = results.get("comparison") or {}
     text = "\n".join(lines) + "\n"
@@ -145,7 +144,7 @@ def results_markdown(results: dict[str, Any]) -> str:
         text += (
             f"\nStudent vs teacher: {c['speedup_b1']:.2f}x faster at batch 1 (p50), "
             f"{c['throughput_ratio']:.2f}x the throughput, {100 * c['size_ratio']:.1f}% of the size, "
-            f"{100 * c['accuracy_drop']:+.2f} points of top-1 lost (ONNX).\n"
+            f"top-1 {-100 * c['accuracy_drop']:+.2f} points against the teacher (ONNX, validation split).\n"
         )
     cores = f"{host.get('physical_cores', '?')} physical / {host.get('logical_cores', '?')} logical cores"
     text += (

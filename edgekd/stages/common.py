@@ -124,9 +124,7 @@ def teacher_external_inputs(config: RunConfig, run: RunDir) -> dict[str, Any]:
     return {"teacher_sha256": sha256_file(path), "data": load_run_data(run, config).fingerprint}
 
 
-def resolve_normalization(
-    config: RunConfig, teacher: LoadedModel, data: DataBundle
-) -> tuple[Normalization, str]:
+def resolve_normalization(config: RunConfig, teacher: LoadedModel, data: DataBundle) -> tuple[Normalization, str]:
     """Teacher metadata first (the teacher was trained with it), else computed on the train split."""
     mean, std = teacher.input.get("mean"), teacher.input.get("std")
     if mean and std:

@@ -44,9 +44,7 @@ class DistillStage(Stage):
         arch = cfg.student.arch
         if arch == "auto":
             arch = suggest_student(teacher.arch, data.input_shape)
-            ctx.reporter.info(
-                f"distill: no --student given; using {arch}, the usual student for this teacher"
-            )
+            ctx.reporter.info(f"distill: no --student given; using {arch}, the usual student for this teacher")
         spec_in = input_spec(data, norm)
 
         def new_student():

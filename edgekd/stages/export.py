@@ -39,9 +39,7 @@ class ExportStage(Stage):
 
         path = export_onnx(student, ctx.dir / "model_fp32.onnx", input_shape=shape, opset=cfg.opset)
         parity: dict[str, Any] = {
-            "student": check_parity(
-                student, path, images, atol=cfg.parity_atol, min_agreement=cfg.parity_min_agreement
-            )
+            "student": check_parity(student, path, images, atol=cfg.parity_atol, min_agreement=cfg.parity_min_agreement)
         }
         if cfg.export_teacher:
             try:

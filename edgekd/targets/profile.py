@@ -75,9 +75,7 @@ class TargetProfile(BaseModel):
         if not self.display_name:
             object.__setattr__(self, "display_name", self.name)
         if self.jetpack and not (len(self.tensorrt) == len(self.cuda) == len(self.jetpack)):
-            raise ValueError(
-                "jetpack, tensorrt and cuda must be lists of the same length (one entry per stack)"
-            )
+            raise ValueError("jetpack, tensorrt and cuda must be lists of the same length (one entry per stack)")
         unknown = sorted(set(self.sources) - set(type(self).model_fields))
         if unknown:
             raise ValueError(f"sources names unknown field(s) {', '.join(unknown)}")
