@@ -250,7 +250,7 @@ def compress(
     cfg = build_config(config, overrides, base=base)
     if not cfg.teacher.checkpoint:
         raise EdgekdError("no teacher given; pass --teacher CKPT (train one with `edgekd train-teacher`)")
-    load_target(cfg.target)
+    profile = load_target(cfg.target)
     if out is None:
         out = _default_run_dir(f"{Path(cfg.teacher.checkpoint).stem}-{Path(cfg.target).stem}", resume)
         if resume and (out / "config.yaml").is_file():
@@ -269,8 +269,14 @@ def compress(
             run.manifest["target"] = cfg.target
         else:
             run.init_manifest(cfg)
+        run.manifest["target_profile"] = {
+            "name": profile.name,
+            "kind": profile.kind,
+            "runtime": profile.runtime,
+            "precision": profile.precision,
+        }
         run.write_config(cfg)
-        reporter.info(f"edgekd {__version__}: run directory {out}")
+        reporter.info(f"edgekd {__version__}: run directory {out} (target {profile.display_name})")
         from edgekd.pipeline import registered_stages
 
         stages = [s for s in registered_stages() if s in COMPRESS_STAGES]

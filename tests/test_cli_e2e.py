@@ -58,6 +58,7 @@ def test_manifest_records_every_stage(compressed):
     manifest = json.loads((out / "manifest.json").read_text())
     assert list(manifest["stages"]) == ["teacher", "distill", "export", "bench"]
     assert manifest["target"] == "jetson-orin-nano" and manifest["versions"]["onnxruntime"]
+    assert manifest["target_profile"]["runtime"] == "tensorrt" and manifest["target_profile"]["precision"] == "int8"
     for rec in manifest["stages"].values():
         assert rec["status"] == "done" and len(rec["fingerprint"]) == 64 and rec["seconds"] >= 0
         for rel, meta in rec["outputs"].items():
