@@ -205,3 +205,27 @@ def test_kill_and_resume_matches_uninterrupted(tmp_path, cli, digits_teacher):
     sa = load_model_file(ref / "distill" / "student.pt").model.state_dict()
     sb = load_model_file(run / "distill" / "student.pt").model.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.mark.parametrize("kind", ["torchscript", "exported_static_batch"])
+def test_code_teachers_run_end_to_end(tmp_path, cli, digits_teacher, kind):
+    """TorchScript and torch.export teachers distil and bench; a fixed-batch program is run in
+    chunks for training and left out of the ONNX bench with its reason."""
+    model = load_model_file(digits_teacher).model.eval()
+    if kind == "torchscript":
+        path = tmp_path / "teacher_ts.pt"
+        torch.jit.save(torch.jit.script(model), str(path))
+    else:
+        path = tmp_path / "teacher.pt2"
+        torch.export.save(torch.export.export(model, (torch.randn(4, 1, 8, 8),)), str(path))
+    out = tmp_path / "run"
+    result = cli("compress", "--teacher", path, "--epochs", "2", "--out", out, "--json", *FAST_BENCH)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["stages"]["teacher"]["metrics"]["val_top1"] >= 0.95
+    results = json.loads((out / "bench" / "results.json").read_text())
+    models = {r["model"] for r in results["models"]}
+    if kind == "torchscript":
+        assert models == {"teacher", "student"}
+    else:
+        assert models == {"student"} and "fixed batch of 4" in results["teacher_not_benchmarked"]

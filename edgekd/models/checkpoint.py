@@ -253,6 +253,12 @@ class _ExportedModule(nn.Module):
         return torch.cat(outs)
 
 
+def exportable_module(model: nn.Module) -> nn.Module:
+    """The module to hand to an exporter: the program itself for a loaded ``.pt2`` (whose batch
+    chunking must not be traced into a graph), else ``model``."""
+    return model.program if isinstance(model, _ExportedModule) else model
+
+
 def _load_exported_program(path: Path) -> LoadedModel:
     try:
         program = torch.export.load(str(path))

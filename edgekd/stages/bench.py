@@ -9,6 +9,7 @@ Writes ``bench/results.json`` and ``bench/results.md``.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,7 @@ class BenchStage(Stage):
                 }
             )
         distill = ctx.upstream_metrics("distill")
+        teacher_parity = json.loads((export_dir / "parity.json").read_text()).get("teacher") or {}
         results = {
             "host": host_description(),
             "target": target.name,
@@ -89,6 +91,8 @@ class BenchStage(Stage):
             "baseline_student_pytorch_top1": distill.get("baseline_val_top1"),
             "comparison": _compare(rows),
         }
+        if "teacher" not in models:
+            results["teacher_not_benchmarked"] = teacher_parity.get("reason", "export.export_teacher is off")
         if target.kind != "cpu":
             results["note"] = (
                 f"latencies were measured on this host's CPU, not on {target.display_name}; "
@@ -152,6 +156,8 @@ def results_markdown(results: dict[str, Any]) -> str:
         f"{results['models'][0]['latency_b1'].get('threads', '?') if results['models'] else '?'} threads, "
         f"onnxruntime {host.get('onnxruntime', '?')}. Medians over fresh sessions.\n"
     )
+    if results.get("teacher_not_benchmarked"):
+        text += f"\nThe teacher is not in this table: {results['teacher_not_benchmarked']}\n"
     if results.get("note"):
         text += f"\nNote: {results['note']}.\n"
     return text

@@ -10,6 +10,7 @@ is recorded with its reason and does not fail the stage.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -18,7 +19,7 @@ from edgekd.data import BatchIterator
 from edgekd.errors import EdgekdError
 from edgekd.export import check_parity, export_onnx
 from edgekd.io import atomic_write_json
-from edgekd.models.checkpoint import load_model_file
+from edgekd.models.checkpoint import exportable_module, load_model_file
 from edgekd.pipeline import CheckFailed, Stage, StageContext, StageResult, register_stage
 from edgekd.stages.common import checked_teacher, normalization_from_teacher_json
 
@@ -42,17 +43,8 @@ class ExportStage(Stage):
             "student": check_parity(student, path, images, atol=cfg.parity_atol, min_agreement=cfg.parity_min_agreement)
         }
         if cfg.export_teacher:
-            try:
-                tpath = export_onnx(
-                    teacher.model.eval(), ctx.dir / "teacher_fp32.onnx", input_shape=shape, opset=cfg.opset
-                )
-                parity["teacher"] = check_parity(
-                    teacher.model, tpath, images, atol=cfg.parity_atol, min_agreement=cfg.parity_min_agreement
-                )
-            except EdgekdError as exc:
-                ctx.reporter.warn(f"export: the teacher was not exported to ONNX ({exc}); bench skips it")
-                parity["teacher"] = {"exported": False, "reason": str(exc)}
-        atomic_write_json(ctx.dir / "parity.json", parity)
+            parity["teacher"] = self._export_teacher(ctx, teacher.model, images, shape)
+        atomic_write_json(ctx.dir / "parity.json", {k: _finite(v) for k, v in parity.items()})
         result = parity["student"]
         ctx.reporter.info(
             f"export: ONNX vs PyTorch on {result['samples']} images: max |diff| {result['max_abs_diff']:.2e}, "
@@ -69,9 +61,32 @@ class ExportStage(Stage):
                 "opset": cfg.opset,
                 "parity_max_abs_diff": result["max_abs_diff"],
                 "parity_top1_agreement": result["top1_agreement"],
-                "teacher_exported": parity.get("teacher", {}).get("passed") is not None,
+                "teacher_exported": bool(parity.get("teacher", {}).get("passed")),
             }
         )
+
+    def _export_teacher(self, ctx: StageContext, model, images: torch.Tensor, shape) -> dict[str, Any]:
+        """Export the teacher so bench compares like with like; a teacher that cannot be exported,
+        or whose ONNX disagrees with it, is left out of the bench with the reason recorded."""
+        cfg = ctx.config.export
+        path = ctx.dir / "teacher_fp32.onnx"
+        try:
+            export_onnx(exportable_module(model.eval()), path, input_shape=shape, opset=cfg.opset)
+        except EdgekdError as exc:
+            ctx.reporter.warn(f"export: the teacher was not exported to ONNX ({exc}); bench skips it")
+            return {"exported": False, "reason": str(exc)}
+        result = check_parity(model, path, images, atol=cfg.parity_atol, min_agreement=cfg.parity_min_agreement)
+        if not result["passed"]:
+            path.unlink()
+            reason = result.get("error") or f"max |logit diff| {result['max_abs_diff']:.3g}"
+            ctx.reporter.warn(f"export: the teacher's ONNX disagrees with PyTorch ({reason}); bench skips it")
+            return {**result, "exported": False, "reason": reason}
+        return {**result, "exported": True}
+
+
+def _finite(record: dict[str, Any]) -> dict[str, Any]:
+    """JSON has no Infinity: a difference that could not be computed is written as null."""
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
 
 
 def _parity_images(data, norm, n: int) -> torch.Tensor:
