@@ -161,7 +161,10 @@ def compress(
     ] = None,
     target: Annotated[
         str | None,
-        typer.Option("--target", help="Target device profile (see `edgekd targets`), or a path to a profile YAML."),
+        typer.Option(
+            "--target",
+            help="Target device profile (default x86-cpu; see `edgekd targets`), or a path to a profile YAML.",
+        ),
     ] = None,
     teacher_arch: Annotated[
         str | None,
@@ -489,35 +492,43 @@ def models(as_json: JsonOpt = False) -> None:
 @app.command()
 @handles_errors
 def inspect(run_dir: RunDirArg, as_json: JsonOpt = False) -> None:
-    """Show a run directory's manifest: each stage's status, timing, key metrics and whether its
-    outputs still match their recorded sha256."""
-    from edgekd.pipeline import RunDir
+    """Show a run directory's manifest: each stage's status, timing and key metrics, whether its
+    outputs still match their recorded sha256, and whether it is stale (its inputs changed since it
+    ran, e.g. after `edgekd distill` was rerun; `compress --resume` would rerun it)."""
+    from edgekd.pipeline import RunDir, Runner, stage_class
 
     run = RunDir(run_dir)
     manifest = run.load_manifest()
+    runner = Runner(run, build_config(None, None, base=read_yaml(run.config_path)))
+    for name, rec in manifest.get("stages", {}).items():
+        rec["outputs_verified"] = run.outputs_verify(name)
+        rec["stale"] = rec.get("fingerprint") != runner.fingerprint(stage_class(name)())
     if as_json:
-        for name in manifest.get("stages", {}):
-            manifest["stages"][name]["outputs_verified"] = run.outputs_verify(name)
         print(json.dumps(manifest, indent=2, default=str))
         return
     table = Table(title=f"{run_dir}  (target {manifest.get('target')}, edgekd {manifest.get('edgekd_version')})")
-    for col in ("stage", "status", "seconds", "fingerprint", "outputs", "key metrics"):
+    for col in ("stage", "status", "seconds", "outputs", "key metrics"):
         table.add_column(col)
     for name, rec in manifest.get("stages", {}).items():
         outputs = rec.get("outputs") or {}
-        verified = run.outputs_verify(name) if outputs else False
         metrics = rec.get("metrics") or {}
         shown = ", ".join(
             f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
             for k, v in list(metrics.items())[:4]
             if isinstance(v, int | float)
         )
+        status = rec.get("status", "?")
+        if status == "failed":
+            status += f": {rec.get('error', '')}"
+        elif status == "done" and rec["stale"]:
+            status = "stale (inputs changed)"
         table.add_row(
             name,
-            rec.get("status", "?") + ("" if rec.get("status") != "failed" else f": {rec.get('error', '')}"),
+            status,
             f"{rec.get('seconds', 0):.1f}",
-            (rec.get("fingerprint") or "")[:12],
-            f"{len(outputs)} files, {'verified' if verified else 'MODIFIED or missing'}" if outputs else "-",
+            f"{len(outputs)} files, {'verified' if rec['outputs_verified'] else 'MODIFIED or missing'}"
+            if outputs
+            else "-",
             shown,
         )
     stdout.print(table)

@@ -77,6 +77,13 @@ def registered_stages() -> list[str]:
     return [name for name in ORDER if name in _STAGES]
 
 
+def stage_class(name: str) -> type[Stage]:
+    _import_stages()
+    if name not in _STAGES:
+        raise EdgekdError(f"unknown stage {name!r}; the stages are {', '.join(registered_stages())}")
+    return _STAGES[name]
+
+
 def _import_stages() -> None:
     import edgekd.stages  # noqa: F401  (registration)
 

@@ -137,10 +137,16 @@ def test_inspect_and_stage_command(compressed, cli):
     result = cli("inspect", out, "--json")
     assert result.exit_code == 0
     manifest = json.loads(result.stdout)
-    assert all(rec["outputs_verified"] for rec in manifest["stages"].values())
+    assert all(rec["outputs_verified"] and not rec["stale"] for rec in manifest["stages"].values())
     result = cli("bench", out, "--json", *FAST_BENCH)
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["stages"]["bench"]["status"] == "done"
+    # rerunning distill with other settings leaves export and bench stale, and says so
+    result = cli("distill", out, "--epochs", "2", "--no-baseline", "--quiet")
+    assert result.exit_code == 0, result.output
+    stages = json.loads(cli("inspect", out, "--json").stdout)["stages"]
+    assert not stages["distill"]["stale"] and stages["export"]["stale"] and stages["bench"]["stale"]
+    assert "stale" in cli("inspect", out).stdout
 
 
 def test_existing_run_dir_is_not_overwritten(compressed, cli, digits_teacher):

@@ -133,7 +133,7 @@ def resolve_normalization(config: RunConfig, teacher: LoadedModel, data: DataBun
                 f"teacher normalisation has {len(mean)} channels but the data has {data.input_shape[0]}; "
                 "pass the dataset the teacher was trained on (--data)"
             )
-        return Normalization(mean=list(mean), std=list(std)), "teacher checkpoint"
+        return Normalization(mean=list(mean), std=list(std)), "from the teacher checkpoint"
     return compute_normalization(data.train), "computed on the training split"
 
 
