@@ -383,6 +383,9 @@ def train_teacher(
     max_train_samples: Annotated[
         int | None, typer.Option("--max-train-samples", help="Train on at most N images.")
     ] = None,
+    image_size: Annotated[
+        int | None, typer.Option("--image-size", help="Resize images to this side (ImageFolder default 224).")
+    ] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
     force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
     quiet: QuietOpt = False,
@@ -404,8 +407,10 @@ def train_teacher(
     if out.exists() and not force:
         raise EdgekdError(f"{out} already exists; pass --force to overwrite it or choose another --out")
     cfg = TeacherTrainConfig(epochs=epochs, lr=lr, batch_size=batch_size)
-    data_cfg = DataConfig(source=data, max_train_samples=max_train_samples)
-    bundle = load_data(data, val_fraction=data_cfg.val_fraction, seed=seed, max_train_samples=max_train_samples)
+    data_cfg = DataConfig(source=data, max_train_samples=max_train_samples, image_size=image_size)
+    bundle = load_data(
+        data, val_fraction=data_cfg.val_fraction, seed=seed, max_train_samples=max_train_samples, image_size=image_size
+    )
     norm = compute_normalization(bundle.train)
     torch.manual_seed(seed)
     model = create_model(arch, num_classes=len(bundle.classes), in_channels=bundle.input_shape[0])

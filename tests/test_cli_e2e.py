@@ -235,3 +235,53 @@ def test_code_teachers_run_end_to_end(tmp_path, cli, digits_teacher, kind):
         assert models == {"teacher", "student"}
     else:
         assert models == {"student"} and "fixed batch of 4" in results["teacher_not_benchmarked"]
+
+
+def test_image_folder_end_to_end(tmp_path, cli):
+    """An ImageFolder of PNGs: the teacher's input size travels with its checkpoint to compress."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    root = tmp_path / "images"
+    for i, (img, label) in enumerate(zip(digits.images[:400], digits.target[:400], strict=True)):
+        folder = root / f"digit_{label}"
+        folder.mkdir(parents=True, exist_ok=True)
+        pixels = (img * 255 / 16).astype("uint8")
+        Image.fromarray(pixels).convert("RGB").resize((16, 16)).save(folder / f"{i}.png")
+    teacher = tmp_path / "teacher.pt"
+    result = cli(
+        "train-teacher",
+        "--arch",
+        "cnn_small",
+        "--data",
+        root,
+        "--image-size",
+        "16",
+        "--epochs",
+        "4",
+        "--out",
+        teacher,
+        "--quiet",
+    )
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "run"
+    result = cli(
+        "compress",
+        "--teacher",
+        teacher,
+        "--data",
+        root,
+        "--student",
+        "cnn_tiny",
+        "--epochs",
+        "2",
+        "--out",
+        out,
+        "--json",
+        *FAST_BENCH,
+    )
+    assert result.exit_code == 0, result.output
+    info = json.loads((out / "teacher" / "teacher.json").read_text())
+    assert info["input"]["shape"] == [3, 16, 16] and info["classes"][0] == "digit_0"
+    assert info["data"]["val_samples"] == 80
