@@ -15,6 +15,7 @@ all-reduced, and only rank 0 writes files.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -51,9 +52,18 @@ class TrainSetup:
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto`` is the GPU of this rank (``LOCAL_RANK`` under torchrun) when there is one, else the CPU."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        return torch.device("cpu")
     return torch.device(name)
+
+
+def init_distributed_from_env() -> None:
+    """Join the process group that ``torchrun`` describes in the environment (WORLD_SIZE > 1)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and dist.is_available() and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
 
 
 def _rank_world() -> tuple[int, int]:
@@ -149,6 +159,7 @@ def train(
     """
     reporter = reporter or Reporter(quiet=True)
     cfg, device = setup.config, setup.device
+    init_distributed_from_env()
     rank, world = _rank_world()
     student = setup.student.to(device)
     methods = nn.ModuleList([m for m, _ in setup.methods]).to(device)
