@@ -233,11 +233,11 @@ def compress(
     reporter = Reporter(quiet=quiet or as_json)
     overrides = _overrides(
         {
-            "teacher.checkpoint": str(teacher) if teacher else None,
+            "teacher.checkpoint": str(teacher.expanduser().resolve()) if teacher else None,
             "teacher.arch": teacher_arch,
             "teacher.trust_checkpoint": trust_checkpoint or None,
             "target": target,
-            "data.source": data,
+            "data.source": str(Path(data).expanduser().resolve()) if data and Path(data).exists() else data,
             "student.arch": student,
             "seed": seed,
             "distill.epochs": epochs,
@@ -486,9 +486,9 @@ def models(as_json: JsonOpt = False) -> None:
     if as_json:
         print(json.dumps(rows, indent=2))
         return
-    table = Table(title="edgekd model zoo (plus tv:NAME for torchvision models)")
+    table = Table(title="edgekd model zoo (plus tv:NAME for any torchvision classifier)")
     table.add_column("name")
-    table.add_column("parameters (10 classes)", justify="right")
+    table.add_column("parameters (10 classes, 3 channels)", justify="right")
     for r in rows:
         table.add_row(r["name"], f"{r['parameters_10_classes']:,}")
     stdout.print(table)
@@ -507,7 +507,11 @@ def inspect(run_dir: RunDirArg, as_json: JsonOpt = False) -> None:
     runner = Runner(run, build_config(None, None, base=read_yaml(run.config_path)))
     for name, rec in manifest.get("stages", {}).items():
         rec["outputs_verified"] = run.outputs_verify(name)
-        rec["stale"] = rec.get("fingerprint") != runner.fingerprint(stage_class(name)())
+        try:
+            rec["stale"] = rec.get("fingerprint") != runner.fingerprint(stage_class(name)())
+        except EdgekdError as err:  # e.g. the teacher file moved: staleness cannot be judged
+            rec["stale"] = None
+            rec["stale_unknown"] = str(err)
     if as_json:
         print(json.dumps(manifest, indent=2, default=str))
         return
@@ -527,6 +531,8 @@ def inspect(run_dir: RunDirArg, as_json: JsonOpt = False) -> None:
             status += f": {rec.get('error', '')}"
         elif status == "done" and rec["stale"]:
             status = "stale (inputs changed)"
+        elif status == "done" and rec["stale"] is None:
+            status = "done (inputs unavailable, staleness unknown)"
         table.add_row(
             name,
             status,
