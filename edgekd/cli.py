@@ -10,6 +10,7 @@ import functools
 import json
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -124,15 +125,22 @@ def _emit_summary(run, as_json: bool) -> None:
     stdout.print(f"Run directory: {run.path}   report: {run.path / 'report.md'}")
 
 
-def _run_pipeline(run, config: RunConfig, stages: list[str], resume: bool, reporter: Reporter) -> None:
+def _run_pipeline(
+    run, config: RunConfig, stages: list[str], resume: bool, reporter: Reporter, prepare: Callable[[], None]
+) -> None:
+    """Check the stages' settings, then ``prepare`` the run directory (config, manifest), then run.
+    Nothing is written when a check fails; the report is rebuilt whatever happens after that."""
     from edgekd.pipeline import Runner
     from edgekd.report import write_report
 
+    runner = Runner(run, config, reporter)
+    runner.check(stages)
+    prepare()
     try:
-        Runner(run, config, reporter).run_stages(stages, resume=resume)
+        runner.run_stages(stages, resume=resume)
     finally:
         if run.manifest and run.path.is_dir():
-            write_report(run)
+            write_report(run, stale=runner.stale_stages())
 
 
 def _default_run_dir(base: str, resume: bool) -> Path:
@@ -236,7 +244,7 @@ def compress(
             "teacher.checkpoint": str(teacher.expanduser().resolve()) if teacher else None,
             "teacher.arch": teacher_arch,
             "teacher.trust_checkpoint": trust_checkpoint or None,
-            "target": target,
+            "target": str(Path(target).resolve()) if target and Path(target).is_file() else target,
             "data.source": str(Path(data).expanduser().resolve()) if data and Path(data).exists() else data,
             "student.arch": student,
             "seed": seed,
@@ -264,26 +272,31 @@ def compress(
     run = RunDir(out)
     if run.exists() and not resume:
         raise EdgekdError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    if out.is_dir() and not run.exists() and any(out.iterdir()):
+        raise EdgekdError(f"{out} is a folder with other files in it, not an edgekd run; choose a new or empty --out")
     fresh = not out.exists()
     run.lock()
     try:
-        if run.exists():
-            run.load_manifest()
-            run.manifest["target"] = cfg.target
-        else:
-            run.init_manifest(cfg)
-        run.manifest["target_profile"] = {
-            "name": profile.name,
-            "kind": profile.kind,
-            "runtime": profile.runtime,
-            "precision": profile.precision,
-        }
-        run.write_config(cfg)
-        reporter.info(f"edgekd {__version__}: run directory {out} (target {profile.display_name})")
+
+        def prepare() -> None:
+            if run.exists():
+                run.load_manifest()
+                run.manifest["target"] = cfg.target
+            else:
+                run.init_manifest(cfg)
+            run.manifest["target_profile"] = {
+                "name": profile.name,
+                "kind": profile.kind,
+                "runtime": profile.runtime,
+                "precision": profile.precision,
+            }
+            run.write_config(cfg)
+            reporter.info(f"edgekd {__version__}: run directory {out} (target {profile.display_name})")
+
         from edgekd.pipeline import registered_stages
 
         stages = [s for s in registered_stages() if s in COMPRESS_STAGES]
-        _run_pipeline(run, cfg, stages, resume, reporter)
+        _run_pipeline(run, cfg, stages, resume, reporter, prepare)
         _emit_summary(run, as_json)
     except EdgekdError:
         # A user error before any stage finished leaves no half-made run directory behind.
@@ -308,8 +321,7 @@ def _stage_command(
     run.lock()
     try:
         run.load_manifest()
-        run.write_config(cfg)
-        _run_pipeline(run, cfg, [stage], resume, reporter)
+        _run_pipeline(run, cfg, [stage], resume, reporter, lambda: run.write_config(cfg))
         _emit_summary(run, as_json)
     finally:
         run.unlock()
@@ -500,18 +512,15 @@ def inspect(run_dir: RunDirArg, as_json: JsonOpt = False) -> None:
     """Show a run directory's manifest: each stage's status, timing and key metrics, whether its
     outputs still match their recorded sha256, and whether it is stale (its inputs changed since it
     ran, e.g. after `edgekd distill` was rerun; `compress --resume` would rerun it)."""
-    from edgekd.pipeline import RunDir, Runner, stage_class
+    from edgekd.pipeline import RunDir, Runner
 
     run = RunDir(run_dir)
     manifest = run.load_manifest()
     runner = Runner(run, build_config(None, None, base=read_yaml(run.config_path)))
+    stale = runner.stale_stages()
     for name, rec in manifest.get("stages", {}).items():
         rec["outputs_verified"] = run.outputs_verify(name)
-        try:
-            rec["stale"] = rec.get("fingerprint") != runner.fingerprint(stage_class(name)())
-        except EdgekdError as err:  # e.g. the teacher file moved: staleness cannot be judged
-            rec["stale"] = None
-            rec["stale_unknown"] = str(err)
+        rec["stale"] = name in stale
     if as_json:
         print(json.dumps(manifest, indent=2, default=str))
         return
@@ -531,8 +540,6 @@ def inspect(run_dir: RunDirArg, as_json: JsonOpt = False) -> None:
             status += f": {rec.get('error', '')}"
         elif status == "done" and rec["stale"]:
             status = "stale (inputs changed)"
-        elif status == "done" and rec["stale"] is None:
-            status = "done (inputs unavailable, staleness unknown)"
         table.add_row(
             name,
             status,

@@ -61,6 +61,9 @@ class Stage:
         """Inputs from outside the run directory (a teacher file, a dataset) that it hashes."""
         return {}
 
+    def check(self, config: RunConfig, run: RunDir) -> None:
+        """Raise ``EdgekdError`` for settings that cannot work, before anything is run or written."""
+
     def run(self, ctx: StageContext) -> StageResult:
         raise NotImplementedError
 
@@ -75,13 +78,6 @@ def register_stage(cls: type[Stage]) -> type[Stage]:
 def registered_stages() -> list[str]:
     _import_stages()
     return [name for name in ORDER if name in _STAGES]
-
-
-def stage_class(name: str) -> type[Stage]:
-    _import_stages()
-    if name not in _STAGES:
-        raise EdgekdError(f"unknown stage {name!r}; the stages are {', '.join(registered_stages())}")
-    return _STAGES[name]
 
 
 def _import_stages() -> None:
@@ -148,9 +144,15 @@ class RunDir:
                 "pass a folder made by `edgekd compress`"
             )
         try:
-            self.manifest = json.loads(self.manifest_path.read_text())
+            manifest = json.loads(self.manifest_path.read_text())
         except ValueError:
-            raise EdgekdError(f"{self.manifest_path} is not valid JSON; the run directory is damaged") from None
+            manifest = None
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("stages", {}), dict):
+            raise EdgekdError(
+                f"{self.manifest_path} is not an edgekd manifest (damaged or edited); "
+                "start a new run with `edgekd compress --out NEW_DIR`"
+            )
+        self.manifest = manifest
         return self.manifest
 
     def init_manifest(self, config: RunConfig) -> None:
@@ -182,7 +184,9 @@ class RunDir:
         outputs = self.stage_record(name).get("outputs") or {}
         for rel, meta in outputs.items():
             p = self.path / rel
-            if not p.is_file() or p.stat().st_size != meta["bytes"] or sha256_file(p) != meta["sha256"]:
+            if not isinstance(meta, dict) or not p.is_file():
+                return False
+            if p.stat().st_size != meta.get("bytes") or sha256_file(p) != meta.get("sha256"):
                 return False
         return bool(outputs)
 
@@ -202,10 +206,7 @@ class StageContext:
     config: RunConfig
     reporter: Reporter
     resume: bool  # True when an earlier attempt of this stage with the same inputs was cut off
-
-    @property
-    def dir(self) -> Path:
-        return self.run.stage_dir(self.name)
+    dir: Path  # where the stage writes: a staging folder, moved into place when the stage succeeds
 
     def upstream(self, name: str) -> Path:
         record = self.run.stage_record(name)
@@ -246,19 +247,13 @@ class Runner:
             }
         )
 
-    def run_stages(
-        self,
-        names: list[str],
-        *,
-        resume: bool,
-        force: set[str] | frozenset[str] = frozenset(),
-        after_stage: Callable[[str], None] | None = None,
-    ) -> None:
+    def run_stages(self, names: list[str], *, resume: bool) -> None:
         """Run ``names`` (plus any upstream stage they need that is not done) in pipeline order.
 
-        A stage is skipped when ``resume`` is set (or it is only needed upstream), it is not in
-        ``force``, it is done with the same fingerprint and its outputs verify.
+        A stage is skipped when it is done with the same fingerprint and its outputs verify, and
+        either ``resume`` is set or it is only needed upstream of ``names``.
         """
+        self.check(names)
         wanted = set(names)
         for name in list(wanted):
             wanted |= self._ancestors(name)
@@ -267,14 +262,12 @@ class Runner:
             fp = self.fingerprint(stage)
             record = self.run.stage_record(name)
             same = record.get("fingerprint") == fp
-            may_skip = (resume or name not in names) and name not in force
+            may_skip = resume or name not in names
             if may_skip and same and record.get("status") == "done" and self.run.outputs_verify(name):
                 self.reporter.info(f"[dim]{name}: up to date, skipped[/dim]")
                 continue
             cut_off = resume and same and record.get("status") in ("running", "failed")
             self._run_one(stage, fp, cut_off)
-            if after_stage is not None:
-                after_stage(name)
 
     def _ancestors(self, name: str) -> set[str]:
         out: set[str] = set()
@@ -283,29 +276,62 @@ class Runner:
                 out |= {up} | self._ancestors(up)
         return out
 
+    def check(self, names: list[str]) -> None:
+        """Run every stage's own ``check`` of the config, before any stage runs or anything is written."""
+        for name in [n for n in ORDER if n in set(names) | {a for n in names for a in self._ancestors(n)}]:
+            _STAGES[name]().check(self.config, self.run)
+
+    def stale_stages(self) -> list[str]:
+        """Finished stages whose inputs changed since they ran (their fingerprint no longer matches)."""
+        stale = []
+        for name, record in self.run.manifest.get("stages", {}).items():
+            if record.get("status") == "done" and name in _STAGES:
+                try:
+                    if record.get("fingerprint") != self.fingerprint(_STAGES[name]()):
+                        stale.append(name)
+                except EdgekdError:
+                    pass
+        return stale
+
     def _run_one(self, stage: Stage, fingerprint: str, cut_off: bool) -> None:
+        """Run ``stage`` in a staging folder and move it into place only when it succeeds, so a
+        failed rerun leaves the previous outputs where they were (and recorded, as ``previous``)."""
         name = stage.name
-        stage_dir = self.run.stage_dir(name)
-        if not cut_off and stage_dir.exists():
-            shutil.rmtree(stage_dir)
-        stage_dir.mkdir(parents=True, exist_ok=True)
+        final, staging = self.run.stage_dir(name), self.run.path / f".{name}.partial"
+        if not cut_off and staging.exists():
+            shutil.rmtree(staging)
+        staging.mkdir(parents=True, exist_ok=True)
         stages = self.run.manifest.setdefault("stages", {})
+        previous = stages.get(name, {})
         stages[name] = {"status": "running", "fingerprint": fingerprint, "started": _now()}
         self.run.save_manifest()
         self.reporter.info(f"[bold]{name}[/bold]: {'resuming' if cut_off else 'running'}")
         t0 = time.perf_counter()
-        ctx = StageContext(self.run, name, self.config, self.reporter, resume=cut_off)
+        ctx = StageContext(self.run, name, self.config, self.reporter, resume=cut_off, dir=staging)
         try:
             result = stage.run(ctx)
         except BaseException as exc:
-            stages[name].update(
-                status="failed",
-                error=str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__,
-                finished=_now(),
-                seconds=round(time.perf_counter() - t0, 3),
-            )
+            record = {
+                "status": "failed",
+                "fingerprint": fingerprint,
+                "error": str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__,
+                "started": stages[name]["started"],
+                "finished": _now(),
+                "seconds": round(time.perf_counter() - t0, 3),
+            }
+            if previous.get("status") == "done" or "previous" in previous:
+                record["previous"] = previous.get("previous", previous)  # its outputs are still in place
+            stages[name] = record
             self.run.save_manifest()
             raise
+        if final.exists():
+            old = self.run.path / f".{name}.old"
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(final, old)
+            os.replace(staging, final)
+            shutil.rmtree(old)
+        else:
+            os.replace(staging, final)
         stages[name].update(
             status="done",
             finished=_now(),

@@ -26,7 +26,11 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.2f}%"
 
 
-def build_report(run: RunDir) -> str:
+def _num(x: float | None, fmt: str) -> str:
+    return "n/a" if x is None else format(x, fmt)
+
+
+def build_report(run: RunDir, stale: list[str] | None = None) -> str:
     manifest = run.manifest
     stages = manifest.get("stages", {})
     teacher = _read_json(run.path / "teacher" / "teacher.json") or {}
@@ -53,6 +57,12 @@ def build_report(run: RunDir) -> str:
             f"{distill['epochs']} epochs"
         )
     out += ["", "## What came out", ""]
+    if stale:
+        out += [
+            f"**Out of date:** {', '.join(stale)} ran on earlier inputs (an upstream stage was rerun since); "
+            f"the numbers below mix old and new results. Refresh with `edgekd compress --out {run.path} --resume`.",
+            "",
+        ]
     if bench_md.is_file():
         out += [bench_md.read_text().rstrip(), ""]
     else:
@@ -72,7 +82,7 @@ def build_report(run: RunDir) -> str:
         p = parity["student"]
         out += [
             f"ONNX export parity (student, {p['samples']} validation images): max |logit difference| "
-            f"{p['max_abs_diff']:.2e}, top-1 agreement {100 * p['top1_agreement']:.1f}%.",
+            f"{_num(p.get('max_abs_diff'), '.2e')}, top-1 agreement {_num(100 * p['top1_agreement'], '.1f')}%.",
             "",
         ]
     out += ["## Stages", "", "| stage | status | seconds | outputs |", "|---|---|---:|---|"]
@@ -85,5 +95,5 @@ def build_report(run: RunDir) -> str:
     return "\n".join(out)
 
 
-def write_report(run: RunDir) -> Path:
-    return atomic_write_text(run.path / "report.md", build_report(run))
+def write_report(run: RunDir, stale: list[str] | None = None) -> Path:
+    return atomic_write_text(run.path / "report.md", build_report(run, stale))

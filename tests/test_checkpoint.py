@@ -63,14 +63,18 @@ def test_wrong_arch_names_the_mismatch(tmp_path, net):
 
 def test_torchscript(tmp_path, net):
     torch.jit.save(torch.jit.script(net), str(tmp_path / "ts.pt"))
-    loaded = load_model_file(tmp_path / "ts.pt")
+    with pytest.raises(EdgekdError, match="TorchScript program.*--trust-checkpoint"):
+        load_model_file(tmp_path / "ts.pt")
+    loaded = load_model_file(tmp_path / "ts.pt", trust=True)
     assert loaded.kind == "torchscript" and _same(net, loaded.model)
 
 
 def test_exported_program_with_static_batch_runs_any_batch(tmp_path, net):
     program = torch.export.export(net, (torch.randn(2, 1, 8, 8),))
     torch.export.save(program, str(tmp_path / "m.pt2"))
-    loaded = load_model_file(tmp_path / "m.pt2")
+    with pytest.raises(EdgekdError, match=r"torch.export program \(.pt2\).*--trust-checkpoint"):
+        load_model_file(tmp_path / "m.pt2")
+    loaded = load_model_file(tmp_path / "m.pt2", trust=True)
     assert loaded.kind == "exported_program" and loaded.input["shape"] == [1, 8, 8]
     assert _same(net, loaded.model)  # batch 3 through a batch-2 program
 

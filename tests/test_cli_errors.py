@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import json
 
 import pytest
 import torch
@@ -131,3 +132,56 @@ def test_locked_run_dir(cli, tmp_path, digits_teacher):
 
 def test_train_teacher_refuses_to_overwrite(cli, digits_teacher):
     _one_line_error(cli("train-teacher", "--arch", "cnn_tiny", "--out", digits_teacher), "--force")
+
+
+def test_unfit_student_is_caught_before_anything_is_written(compress, tmp_path, digits_teacher):
+    result = compress("--teacher", digits_teacher, "--student", "tv:squeezenet1_1", "--epochs", "1")
+    _one_line_error(result, "student tv:squeezenet1_1 cannot take the data's (1, 8, 8) images")
+    assert not (tmp_path / "run").exists()
+
+
+def test_bad_device(compress, digits_teacher):
+    _one_line_error(compress("--teacher", digits_teacher, "--device", "gpu"), "unknown device 'gpu'")
+
+
+def test_diverging_training_is_a_one_line_error(compress, digits_teacher):
+    result = compress("--teacher", digits_teacher, "--epochs", "2", "--set", "distill.lr=1e9")
+    _one_line_error(result, "training diverged")
+
+
+def test_out_folder_with_other_files_is_refused(cli, tmp_path, digits_teacher):
+    (tmp_path / "mine" / "export").mkdir(parents=True)
+    (tmp_path / "mine" / "export" / "notes.txt").write_text("keep me")
+    result = cli("compress", "--teacher", digits_teacher, "--out", tmp_path / "mine", "--quiet")
+    _one_line_error(result, "not an edgekd run")
+    assert (tmp_path / "mine" / "export" / "notes.txt").read_text() == "keep me"
+
+
+def test_failed_stage_rerun_keeps_the_previous_results(cli, tmp_path, digits_teacher):
+    out = tmp_path / "run"
+    first = cli(
+        "compress",
+        "--teacher",
+        digits_teacher,
+        "--epochs",
+        "1",
+        "--out",
+        out,
+        "--quiet",
+        "--set",
+        "bench.runs=50",
+        "--set",
+        "bench.throughput_runs=3",
+    )
+    assert first.exit_code == 0, first.output
+    config_before = (out / "config.yaml").read_text()
+    student_before = (out / "distill" / "student.pt").read_bytes()
+    # a typo is caught before anything is touched
+    _one_line_error(cli("distill", out, "--student", "resnet9", "--quiet"), "resnet9")
+    assert (out / "config.yaml").read_text() == config_before
+    # a run that fails part-way leaves the previous student in place and on record
+    _one_line_error(cli("distill", out, "--set", "distill.lr=1e9", "--quiet"), "training diverged")
+    assert (out / "distill" / "student.pt").read_bytes() == student_before
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["stages"]["distill"]["status"] == "failed"
+    assert manifest["stages"]["distill"]["previous"]["status"] == "done"

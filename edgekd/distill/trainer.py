@@ -31,6 +31,7 @@ from edgekd.config import DistillConfig
 from edgekd.console import Reporter
 from edgekd.data import BatchIterator, Normalization, Split
 from edgekd.distill.methods import Method
+from edgekd.errors import EdgekdError
 from edgekd.io import atomic_torch_save
 
 
@@ -57,7 +58,17 @@ def resolve_device(name: str) -> torch.device:
         if torch.cuda.is_available():
             return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         return torch.device("cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise EdgekdError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (device.index or 0) >= count:
+            raise EdgekdError(f"device {name!r} is not available here ({count} CUDA GPUs); use --device cpu or auto")
+    elif device.type != "cpu":
+        raise EdgekdError(f"device {name!r} is not supported; use auto, cpu, cuda or cuda:N")
+    return device
 
 
 def init_distributed_from_env() -> None:
@@ -237,8 +248,9 @@ def train(
                             terms[term] = terms.get(term, 0.0) + weight * value
                 loss = sum(terms.values())
                 if not torch.isfinite(loss):
-                    raise FloatingPointError(
-                        f"{label}: loss became {loss.item()} in epoch {epoch + 1}; lower the learning rate"
+                    raise EdgekdError(
+                        f"{label}: the loss became {loss.item()} in epoch {epoch + 1} (training diverged); "
+                        "lower the learning rate (distill.lr) and rerun"
                     )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -250,6 +262,11 @@ def train(
                 bar.note(f"loss {loss.item():.3f}")
             scheduler.step()
             val = evaluate(student, setup.val, setup.normalization, device)
+            if not math.isfinite(val["loss"]):
+                raise EdgekdError(
+                    f"{label}: the model's outputs became non-finite in epoch {epoch + 1} (training diverged); "
+                    "lower the learning rate (distill.lr) and rerun"
+                )
             record = {
                 "epoch": epoch + 1,
                 "lr": optimizer.param_groups[0]["lr"],

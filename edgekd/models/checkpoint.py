@@ -9,8 +9,10 @@ edgekd's own format (``save_model``) is a plain dict that ``torch.load(weights_o
 (RepDistiller's ``{"model": state_dict}``, ``{"state_dict": ...}``, ``{"net": ...}``; a
 ``module.`` prefix from DataParallel is stripped), a bare state_dict with an arch name, a
 TorchScript archive, and a ``torch.export`` ``.pt2`` program. A file is untrusted input: it is read
-with ``weights_only=True``; a pickled whole ``nn.Module`` is refused unless the caller passes
-``trust=True`` (``--trust-checkpoint``), because unpickling it runs code from the file.
+with ``weights_only=True``. A pickled whole ``nn.Module``, a TorchScript archive and a ``.pt2``
+program are refused unless the caller passes ``trust=True`` (``--trust-checkpoint``): unpickling a
+module runs code from the file, PyTorch treats TorchScript as code, and ``torch.export.load``
+unpickles constants with ``weights_only=False`` (torch 2.14, ``pt2_archive/_package.py``).
 """
 
 from __future__ import annotations
@@ -110,6 +112,14 @@ def _load_pickle(path: Path, trust: bool) -> Any:
         raise _not_a_checkpoint(path, _first_line(exc)) from None
 
 
+def _require_trust(path: Path, what: str, trust: bool) -> None:
+    if not trust:
+        raise EdgekdError(
+            f"{path} is {what}: loading it can run code from the file; save a state_dict instead "
+            "(torch.save(model.state_dict(), ...)) or pass --trust-checkpoint if you trust its source"
+        )
+
+
 def _looks_like_state_dict(obj: Any) -> bool:
     return (
         isinstance(obj, dict)
@@ -185,8 +195,10 @@ def load_model_file(path: str | Path, *, arch: str | dict[str, Any] | None = Non
 
     names = _zip_names(path)
     if names is not None and any(n.endswith("/archive_format") or n == "archive_format" for n in names):
+        _require_trust(path, "a torch.export program (.pt2), which torch.export.load unpickles", trust)
         return _load_exported_program(path)
     if names is not None and any("/code/" in n for n in names) and any(n.endswith("constants.pkl") for n in names):
+        _require_trust(path, "a TorchScript program, which PyTorch treats as executable code", trust)
         try:
             module = torch.jit.load(str(path), map_location="cpu")
         except Exception as exc:  # noqa: BLE001

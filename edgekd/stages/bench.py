@@ -15,7 +15,7 @@ from typing import Any
 
 from edgekd.bench import evaluate_accuracy, host_description, measure_latency, model_size
 from edgekd.data import BatchIterator
-from edgekd.io import atomic_write_json, atomic_write_text
+from edgekd.io import atomic_write_json, atomic_write_text, sha256_file
 from edgekd.pipeline import Stage, StageContext, StageResult, register_stage
 from edgekd.stages.common import checked_teacher, normalization_from_teacher_json
 from edgekd.targets import load_target
@@ -26,6 +26,11 @@ class BenchStage(Stage):
     name = "bench"
     config_keys = ("bench", "data", "seed", "target")
     needs = ("teacher", "distill", "export")
+
+    def external_inputs(self, config, run):
+        """A target given as a profile file is hashed by content, so an edited profile reruns bench."""
+        path = Path(config.target)
+        return {"target_profile_sha256": sha256_file(path)} if path.is_file() else {}
 
     def run(self, ctx: StageContext) -> StageResult:
         cfg = ctx.config.bench

@@ -82,6 +82,19 @@ def load_run_data(run: RunDir, config: RunConfig) -> DataBundle:
     return run._cache[key]
 
 
+def probe_logits(model: nn.Module, shape: tuple[int, ...], what: str, fix: str) -> torch.Tensor:
+    """Run ``model`` once on zeros of ``shape`` (C, H, W); a failure is a one-line user error."""
+    try:
+        with torch.no_grad():
+            out = model.eval()(torch.zeros((2, *shape)))
+    except Exception as exc:  # noqa: BLE001 - any failure here means the shapes do not fit
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise EdgekdError(f"{what} cannot take the data's {tuple(shape)} images ({first}); {fix}") from None
+    if not isinstance(out, torch.Tensor) or out.ndim != 2:
+        raise EdgekdError(f"{what} must return a (batch, classes) tensor of logits; {fix}")
+    return out
+
+
 def check_teacher_fits(teacher: LoadedModel, data: DataBundle, path: Path) -> int:
     """Raise a one-line error unless ``teacher`` takes the data's images and predicts its classes."""
     shape = tuple(data.input_shape)
@@ -91,18 +104,12 @@ def check_teacher_fits(teacher: LoadedModel, data: DataBundle, path: Path) -> in
             f"teacher {path.name} expects inputs of shape {tuple(declared)} but the data gives {shape}; "
             "pass the dataset the teacher was trained on (--data)"
         )
-    probe = torch.zeros((2, *shape))
-    try:
-        with torch.no_grad():
-            out = teacher.model.eval()(probe)
-    except Exception as exc:  # noqa: BLE001 - any failure here means the shapes do not fit
-        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise EdgekdError(
-            f"teacher {path.name} cannot take the data's {shape} images ({first}); pass the dataset "
-            "the teacher was trained on (--data) or its architecture (--teacher-arch)"
-        ) from None
-    if not isinstance(out, torch.Tensor) or out.ndim != 2:
-        raise EdgekdError(f"teacher {path.name} must return a (batch, classes) tensor of logits")
+    out = probe_logits(
+        teacher.model,
+        shape,
+        f"teacher {path.name}",
+        "pass the dataset the teacher was trained on (--data) or its architecture (--teacher-arch)",
+    )
     n = int(out.shape[1])
     if n != len(data.classes):
         raise EdgekdError(
@@ -112,11 +119,21 @@ def check_teacher_fits(teacher: LoadedModel, data: DataBundle, path: Path) -> in
     return n
 
 
-def checked_teacher(ctx: StageContext) -> tuple[LoadedModel, DataBundle]:
-    teacher = load_teacher(ctx.run, ctx.config)
-    data = load_run_data(ctx.run, ctx.config)
-    ctx.memo("teacher_checked", lambda: check_teacher_fits(teacher, data, teacher_path(ctx.config)))
+def checked_teacher_for(run: RunDir, config: RunConfig) -> tuple[LoadedModel, DataBundle]:
+    teacher = load_teacher(run, config)
+    data = load_run_data(run, config)
+    if "teacher_checked" not in run._cache:
+        run._cache["teacher_checked"] = check_teacher_fits(teacher, data, teacher_path(config))
     return teacher, data
+
+
+def checked_teacher(ctx: StageContext) -> tuple[LoadedModel, DataBundle]:
+    return checked_teacher_for(ctx.run, ctx.config)
+
+
+def student_arch(config: RunConfig, teacher: LoadedModel, data: DataBundle) -> str | dict[str, Any]:
+    arch = config.student.arch
+    return suggest_student(teacher.arch, data.input_shape) if arch == "auto" else arch
 
 
 def teacher_external_inputs(config: RunConfig, run: RunDir) -> dict[str, Any]:

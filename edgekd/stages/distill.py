@@ -23,10 +23,12 @@ from edgekd.models.checkpoint import load_model_file, save_model
 from edgekd.pipeline import Stage, StageContext, StageResult, register_stage
 from edgekd.stages.common import (
     checked_teacher,
+    checked_teacher_for,
     input_spec,
     model_parameters,
     normalization_from_teacher_json,
-    suggest_student,
+    probe_logits,
+    student_arch,
 )
 
 
@@ -36,14 +38,27 @@ class DistillStage(Stage):
     config_keys = ("data", "student", "distill", "seed", "device")
     needs = ("teacher",)
 
+    def check(self, config, run):
+        """The student builds and takes the data's images; the methods build."""
+        teacher, data = checked_teacher_for(run, config)
+        arch = student_arch(config, teacher, data)
+        student = create_model(arch, num_classes=len(data.classes), in_channels=data.input_shape[0])
+        probe_logits(
+            student,
+            data.input_shape,
+            f"student {student.arch_spec['name']}",
+            "choose a student that fits this input size (--student; `edgekd models` lists them)",
+        )
+        for m in config.distill.methods:
+            build_method(m.name, m.params)
+
     def run(self, ctx: StageContext) -> StageResult:
         cfg = ctx.config
         teacher, data = checked_teacher(ctx)
         norm = normalization_from_teacher_json(ctx.upstream("teacher"))
         device = resolve_device(cfg.device)
-        arch = cfg.student.arch
-        if arch == "auto":
-            arch = suggest_student(teacher.arch, data.input_shape)
+        arch = student_arch(cfg, teacher, data)
+        if cfg.student.arch == "auto":
             ctx.reporter.info(f"distill: no --student given; using {arch}, the usual student for this teacher")
         spec_in = input_spec(data, norm)
 

@@ -11,6 +11,7 @@ from edgekd.io import atomic_write_json, sha256_file
 from edgekd.pipeline import Stage, StageContext, StageResult, register_stage
 from edgekd.stages.common import (
     checked_teacher,
+    checked_teacher_for,
     input_spec,
     model_parameters,
     resolve_normalization,
@@ -26,6 +27,10 @@ class TeacherStage(Stage):
 
     def external_inputs(self, config, run):
         return teacher_external_inputs(config, run)
+
+    def check(self, config, run):
+        resolve_device(config.device)
+        checked_teacher_for(run, config)
 
     def run(self, ctx: StageContext) -> StageResult:
         teacher, data = checked_teacher(ctx)

@@ -86,7 +86,13 @@ def load_target(name: str | os.PathLike) -> TargetProfile:
                 f"target profile file {path} does not exist; pass an existing YAML file or one of: "
                 f"{', '.join(target_names())}"
             )
-        return _parse_profile(path.read_text(encoding="utf-8"), str(path))
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError) as err:
+            raise EdgekdError(
+                f"target profile file {path} cannot be read as YAML text ({err}); pass a profile YAML"
+            ) from None
+        return _parse_profile(text, str(path))
     key = str(name).strip().lower().replace("_", "-")
     profiles = _bundled()
     if key in profiles:
