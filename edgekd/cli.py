@@ -235,7 +235,7 @@ def compress(
     Runs the stages teacher -> distill -> export -> bench in one run directory and prints the
     accuracy / latency / size table. Rerun with --resume to continue an interrupted run.
     """
-    from edgekd.pipeline import RunDir
+    from edgekd.pipeline import RunDir, library_versions, registered_stages
     from edgekd.targets import load_target
 
     reporter = Reporter(quiet=quiet or as_json)
@@ -282,6 +282,7 @@ def compress(
             if run.exists():
                 run.load_manifest()
                 run.manifest["target"] = cfg.target
+                run.manifest["versions"] = library_versions()
             else:
                 run.init_manifest(cfg)
             run.manifest["target_profile"] = {
@@ -292,8 +293,6 @@ def compress(
             }
             run.write_config(cfg)
             reporter.info(f"edgekd {__version__}: run directory {out} (target {profile.display_name})")
-
-        from edgekd.pipeline import registered_stages
 
         stages = [s for s in registered_stages() if s in COMPRESS_STAGES]
         _run_pipeline(run, cfg, stages, resume, reporter, prepare)
@@ -316,6 +315,8 @@ def _stage_command(
 
     run = RunDir(run_dir)
     run.load_manifest()
+    if not run.config_path.is_file():
+        raise EdgekdError(f"{run_dir} has no config.yaml, so the run cannot be repeated; start a new run with compress")
     cfg = build_config(None, overrides, base=read_yaml(run.config_path))
     reporter = Reporter(quiet=quiet or as_json)
     run.lock()
