@@ -113,6 +113,12 @@ class RunDir:
     def exists(self) -> bool:
         return self.manifest_path.is_file()
 
+    def memo(self, key: str, make: Callable[[], Any]) -> Any:
+        """Compute once per process (the loaded dataset, the teacher), shared by the stages of one run."""
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
     def lock(self) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
@@ -216,12 +222,6 @@ class StageContext:
 
     def upstream_metrics(self, name: str) -> dict[str, Any]:
         return self.run.stage_record(name).get("metrics") or {}
-
-    def memo(self, key: str, make: Callable[[], Any]) -> Any:
-        """Compute once per process (e.g. the loaded dataset), shared by the stages of one run."""
-        if key not in self.run._cache:
-            self.run._cache[key] = make()
-        return self.run._cache[key]
 
 
 class Runner:

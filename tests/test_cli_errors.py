@@ -36,6 +36,28 @@ def compress(cli, tmp_path):
     return run
 
 
+@pytest.fixture
+def finished_run(cli, tmp_path, digits_teacher):
+    """A completed one-epoch run on digits."""
+    out = tmp_path / "run"
+    result = cli(
+        "compress",
+        "--teacher",
+        digits_teacher,
+        "--epochs",
+        "1",
+        "--out",
+        out,
+        "--quiet",
+        "--set",
+        "bench.runs=50",
+        "--set",
+        "bench.throughput_runs=3",
+    )
+    assert result.exit_code == 0, result.output
+    return out
+
+
 def test_missing_teacher_file(compress, tmp_path):
     _one_line_error(compress("--teacher", tmp_path / "nope.pt"), "does not exist")
     assert not (tmp_path / "run").exists()
@@ -104,28 +126,13 @@ def test_bad_data_path(compress, tmp_path, digits_teacher):
     _one_line_error(compress("--teacher", digits_teacher, "--data", tmp_path / "missing"), "missing")
 
 
-def test_locked_run_dir(cli, tmp_path, digits_teacher):
+def test_locked_run_dir(cli, finished_run):
     from edgekd.pipeline import RunDir
 
-    first = cli(
-        "compress",
-        "--teacher",
-        digits_teacher,
-        "--epochs",
-        "1",
-        "--out",
-        tmp_path / "run",
-        "--quiet",
-        "--set",
-        "bench.runs=50",
-        "--set",
-        "bench.throughput_runs=3",
-    )
-    assert first.exit_code == 0, first.output
-    holder = RunDir(tmp_path / "run")
+    holder = RunDir(finished_run)
     holder.lock()
     try:
-        _one_line_error(cli("compress", "--out", tmp_path / "run", "--resume", "--quiet"), "in use by another")
+        _one_line_error(cli("compress", "--out", finished_run, "--resume", "--quiet"), "in use by another")
     finally:
         holder.unlock()
 
@@ -157,23 +164,8 @@ def test_out_folder_with_other_files_is_refused(cli, tmp_path, digits_teacher):
     assert (tmp_path / "mine" / "export" / "notes.txt").read_text() == "keep me"
 
 
-def test_failed_stage_rerun_keeps_the_previous_results(cli, tmp_path, digits_teacher):
-    out = tmp_path / "run"
-    first = cli(
-        "compress",
-        "--teacher",
-        digits_teacher,
-        "--epochs",
-        "1",
-        "--out",
-        out,
-        "--quiet",
-        "--set",
-        "bench.runs=50",
-        "--set",
-        "bench.throughput_runs=3",
-    )
-    assert first.exit_code == 0, first.output
+def test_failed_stage_rerun_keeps_the_previous_results(cli, finished_run):
+    out = finished_run
     config_before = (out / "config.yaml").read_text()
     student_before = (out / "distill" / "student.pt").read_bytes()
     # a typo is caught before anything is touched

@@ -166,7 +166,3 @@ def results_markdown(results: dict[str, Any]) -> str:
     if results.get("note"):
         text += f"\nNote: {results['note']}.\n"
     return text
-
-
-def results_path(run_dir: Path) -> Path:
-    return run_dir / "bench" / "results.json"

@@ -58,28 +58,24 @@ def teacher_path(config: RunConfig) -> Path:
 
 
 def load_teacher(run: RunDir, config: RunConfig) -> LoadedModel:
-    key = "teacher"
-    if key not in run._cache:
-        run._cache[key] = load_model_file(
-            teacher_path(config), arch=config.teacher.arch, trust=config.teacher.trust_checkpoint
-        )
-    return run._cache[key]
+    return run.memo(
+        "teacher",
+        lambda: load_model_file(teacher_path(config), arch=config.teacher.arch, trust=config.teacher.trust_checkpoint),
+    )
 
 
 def load_run_data(run: RunDir, config: RunConfig) -> DataBundle:
-    key = "data"
-    if key not in run._cache:
-        teacher = load_teacher(run, config)
-        shape = teacher.input.get("shape")
-        image_size = config.data.image_size or (int(shape[-1]) if shape else None)
-        run._cache[key] = load_data(
+    def load() -> DataBundle:
+        shape = load_teacher(run, config).input.get("shape")
+        return load_data(
             config.data.source,
             val_fraction=config.data.val_fraction,
             seed=config.seed,
             max_train_samples=config.data.max_train_samples,
-            image_size=image_size,
+            image_size=config.data.image_size or (int(shape[-1]) if shape else None),
         )
-    return run._cache[key]
+
+    return run.memo("data", load)
 
 
 def probe_logits(model: nn.Module, shape: tuple[int, ...], what: str, fix: str) -> torch.Tensor:
@@ -122,8 +118,7 @@ def check_teacher_fits(teacher: LoadedModel, data: DataBundle, path: Path) -> in
 def checked_teacher_for(run: RunDir, config: RunConfig) -> tuple[LoadedModel, DataBundle]:
     teacher = load_teacher(run, config)
     data = load_run_data(run, config)
-    if "teacher_checked" not in run._cache:
-        run._cache["teacher_checked"] = check_teacher_fits(teacher, data, teacher_path(config))
+    run.memo("teacher_checked", lambda: check_teacher_fits(teacher, data, teacher_path(config)))
     return teacher, data
 
 
@@ -163,7 +158,3 @@ def normalization_from_teacher_json(teacher_dir: Path) -> Normalization:
 
     info = json.loads((teacher_dir / "teacher.json").read_text())
     return Normalization(mean=info["input"]["mean"], std=info["input"]["std"])
-
-
-def model_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

@@ -18,14 +18,13 @@ from edgekd.data import augment_kwargs
 from edgekd.distill.methods import build_method
 from edgekd.distill.trainer import TrainSetup, resolve_device, train
 from edgekd.io import atomic_write_json
-from edgekd.models import create_model
+from edgekd.models import count_parameters, create_model
 from edgekd.models.checkpoint import load_model_file, save_model
 from edgekd.pipeline import Stage, StageContext, StageResult, register_stage
 from edgekd.stages.common import (
     checked_teacher,
     checked_teacher_for,
     input_spec,
-    model_parameters,
     normalization_from_teacher_json,
     probe_logits,
     student_arch,
@@ -88,7 +87,7 @@ class DistillStage(Stage):
         else:
             student = new_student()
             ctx.reporter.info(
-                f"distill: {student.arch_spec['name']} ({model_parameters(student):,} parameters) from the "
+                f"distill: {student.arch_spec['name']} ({count_parameters(student):,} parameters) from the "
                 f"teacher with {' + '.join(f'{m.weight:g}*{m.name}' for m in cfg.distill.methods)} "
                 f"+ {cfg.distill.ce_weight:g}*ce, {cfg.distill.epochs} epochs"
             )
@@ -100,7 +99,7 @@ class DistillStage(Stage):
                 reporter=ctx.reporter,
                 label="distill",
             )
-            kd_result["parameters"] = model_parameters(student)
+            kd_result["parameters"] = count_parameters(student)
             save_model(student_path, student, input_spec=spec_in, classes=data.classes, metrics=kd_result)
 
         metrics: dict[str, Any] = {

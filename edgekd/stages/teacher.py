@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from edgekd.distill.trainer import evaluate, resolve_device
 from edgekd.io import atomic_write_json, sha256_file
+from edgekd.models import count_parameters
 from edgekd.pipeline import Stage, StageContext, StageResult, register_stage
 from edgekd.stages.common import (
     checked_teacher,
     checked_teacher_for,
     input_spec,
-    model_parameters,
     resolve_normalization,
     teacher_external_inputs,
     teacher_path,
@@ -52,7 +52,7 @@ class TeacherStage(Stage):
             "arch": teacher.arch,
             "classes": list(data.classes),
             "input": {**input_spec(data, norm), "normalization_source": norm_source},
-            "parameters": model_parameters(teacher.model),
+            "parameters": count_parameters(teacher.model),
             "val_top1": val["top1"],
             "val_samples": val["samples"],
             "data": {
