@@ -82,7 +82,9 @@ class DistillStage(Stage):
 
         student_path = ctx.dir / "student.pt"
         if ctx.resume and student_path.is_file():
-            kd_result: dict[str, Any] = load_model_file(student_path).metrics
+            finished = load_model_file(student_path)
+            kd_result: dict[str, Any] = finished.metrics
+            student_spec = finished.arch
             ctx.reporter.info("distill: the distilled student was already finished; keeping it")
         else:
             student = new_student()
@@ -100,10 +102,11 @@ class DistillStage(Stage):
                 label="distill",
             )
             kd_result["parameters"] = count_parameters(student)
+            student_spec = student.arch_spec
             save_model(student_path, student, input_spec=spec_in, classes=data.classes, metrics=kd_result)
 
         metrics: dict[str, Any] = {
-            "student": load_model_file(student_path).arch,
+            "student": student_spec,
             "parameters": kd_result["parameters"],
             "val_top1": kd_result["final"]["val_top1"],
             "best_val_top1": kd_result["best"]["val_top1"],
