@@ -47,6 +47,7 @@ class BatchIterator:
         num_workers: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        yield_indices: bool = False,
     ):
         if batch_size < 1:
             raise EdgekdError(f"batch_size must be at least 1, got {batch_size}")
@@ -70,6 +71,7 @@ class BatchIterator:
         self.num_workers = num_workers
         self.rank = rank
         self.world_size = world_size
+        self.yield_indices = yield_indices  # also yield each batch's sample indices into the split
         if drop_last and len(split) > 0 and len(self) == 0:
             raise EdgekdError(
                 f"batch_size {batch_size} is larger than the {self._share_size()} images available "
@@ -83,7 +85,7 @@ class BatchIterator:
         n = self._share_size()
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         generator = torch.Generator().manual_seed(self.seed * SEED_STRIDE + self.epoch)
         n = len(self.split)
         order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
@@ -92,12 +94,16 @@ class BatchIterator:
             batches = self._memory_batches(indices)
         else:
             batches = self._lazy_batches(indices)
-        for images, labels in batches:
+        for i, (images, labels) in enumerate(batches):
             images = images.to(self.device, non_blocking=True)
             images = augment_batch(
                 images, generator, random_crop=self.random_crop, padding=self.padding, hflip=self.hflip
             )
-            yield self.normalization.normalize(images), labels.to(self.device, non_blocking=True)
+            x, y = self.normalization.normalize(images), labels.to(self.device, non_blocking=True)
+            if self.yield_indices:
+                yield x, y, indices[i * self.batch_size : i * self.batch_size + len(labels)]
+            else:
+                yield x, y
 
     def _share_size(self) -> int:
         n, ws = len(self.split), self.world_size

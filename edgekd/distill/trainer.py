@@ -50,6 +50,12 @@ class TrainSetup:
     methods: list[tuple[Method, float]] = field(default_factory=list)
     augment: dict[str, Any] = field(default_factory=dict)  # random_crop, padding, hflip
     num_workers: int = 0
+    # Scheme hooks (edgekd.distill.schemes; empty/None = plain offline KD): ``hooks`` add loss terms
+    # (TrainHook), ``teacher_fn(x, y, idx, epoch)`` replaces the teacher call (cache, multi-teacher,
+    # cross-modal views), ``student_view(x)`` is what the student sees (cross-modal; also at validation).
+    hooks: list[Any] = field(default_factory=list)
+    teacher_fn: Callable[..., torch.Tensor] | None = None
+    student_view: Callable[[torch.Tensor], torch.Tensor] | None = None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -123,8 +129,10 @@ def evaluate(
     normalization: Normalization,
     device: torch.device,
     batch_size: int = 256,
+    view: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, float]:
-    """Top-1 accuracy and mean cross-entropy of ``model`` on ``split`` (eval mode)."""
+    """Top-1 accuracy and mean cross-entropy of ``model`` on ``split`` (eval mode); ``view``
+    transforms each normalised batch first (a cross-modal student's view)."""
     was_training = model.training
     model.eval()
     rank, world = _rank_world()
@@ -142,7 +150,7 @@ def evaluate(
         world_size=world,
     )
     for x, y in batches:
-        logits = model(x)
+        logits = model(view(x) if view is not None else x)
         correct += (logits.argmax(1) == y).sum()
         loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
         count += y.numel()
@@ -185,7 +193,11 @@ def train(
     if world > 1:
         model = nn.parallel.DistributedDataParallel(student)
 
+    hooks = nn.ModuleList(setup.hooks).to(device)
+    for hook in hooks:
+        hook.attach(student, setup)
     params = list(student.parameters()) + list(methods.parameters())
+    params += [p for hook in hooks for p in hook.trainable_parameters()]
     optimizer = _optimizer(params, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(e, cfg))
     history: list[dict[str, Any]] = []
@@ -194,6 +206,8 @@ def train(
         state = torch.load(checkpoint_path, map_location=device, weights_only=True)
         student.load_state_dict(state["model"])
         methods.load_state_dict(state["methods"])
+        if "hooks" in state:
+            hooks.load_state_dict(state["hooks"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         history = list(state["history"])
@@ -232,20 +246,32 @@ def train(
                 num_workers=setup.num_workers,
                 rank=rank,
                 world_size=world,
+                yield_indices=True,
                 **setup.augment,
             )
+            hooks.train()
             sums: dict[str, float] = {}
             seen = 0
-            for x, y in batches:
-                logits = model(x)
+            for x, y, idx in batches:
+                x_student = setup.student_view(x) if setup.student_view is not None else x
+                logits = model(x_student)
                 terms = {"ce": setup.config.ce_weight * F.cross_entropy(logits, y)}
-                if teacher is not None and setup.methods:
+                teacher_logits = None
+                wants_teacher = bool(setup.methods) or any(h.needs_teacher for h in hooks)
+                if (teacher is not None or setup.teacher_fn is not None) and wants_teacher:
                     with torch.no_grad():
-                        teacher_logits = teacher(x)
+                        if setup.teacher_fn is not None:
+                            teacher_logits = setup.teacher_fn(x, y, idx, epoch)
+                        else:
+                            teacher_logits = teacher(x)
+                if teacher_logits is not None and setup.methods:
                     s_taps, t_taps = taps(logits), taps(teacher_logits)
                     for method, weight in zip(methods, weights, strict=True):
                         for term, value in method(s_taps, t_taps, y, epoch).items():
                             terms[term] = terms.get(term, 0.0) + weight * value
+                for hook in hooks:
+                    for term, value in hook.terms(x_student, y, idx, logits, teacher_logits, epoch).items():
+                        terms[term] = terms.get(term, 0.0) + value
                 loss = sum(terms.values())
                 if not torch.isfinite(loss):
                     raise EdgekdError(
@@ -261,7 +287,9 @@ def train(
                 bar.advance()
                 bar.note(f"loss {loss.item():.3f}")
             scheduler.step()
-            val = evaluate(student, setup.val, setup.normalization, device)
+            if setup.teacher_fn is not None and hasattr(setup.teacher_fn, "end_epoch"):
+                setup.teacher_fn.end_epoch(epoch)
+            val = evaluate(student, setup.val, setup.normalization, device, view=setup.student_view)
             if not math.isfinite(val["loss"]):
                 raise EdgekdError(
                     f"{label}: the model's outputs became non-finite in epoch {epoch + 1} (training diverged); "
@@ -283,6 +311,7 @@ def train(
                         "epoch": epoch + 1,
                         "model": student.state_dict(),
                         "methods": methods.state_dict(),
+                        "hooks": hooks.state_dict(),
                         "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(),
                         "history": history,
@@ -294,6 +323,8 @@ def train(
             )
             if on_epoch is not None:
                 on_epoch(record)
+    for hook in hooks:
+        hook.detach()
     student.eval()
     best = max(history, key=lambda r: r["val_top1"])
     return {
