@@ -95,6 +95,34 @@ ResumeOpt = Annotated[
     ),
 ]
 RunDirArg = Annotated[Path, typer.Argument(help="A run directory made by `edgekd compress`.")]
+# issue 3: distillation schemes (edgekd/distill/schemes/)
+SchemeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--scheme",
+        help="How the student learns: offline (default), dml, byot, cskd, tfkd, multi_teacher, data_free, "
+        "adversarial, cross_modal (settings under distill.<scheme>.*).",
+    ),
+]
+AssistantOpt = Annotated[
+    str | None,
+    typer.Option("--assistant", help="Teacher-assistant KD: distil this architecture first, then the student from it."),
+]
+DataFreeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--data-free",
+        help="Distil without training images: synthesise inputs from the teacher's BatchNorm statistics "
+        "(DeepInversion); real data, if given, is used for validation only.",
+    ),
+]
+
+
+def _scheme_overrides(scheme: str | None, assistant: str | None, data_free: bool) -> dict[str, Any]:
+    return {
+        "distill.scheme": "data_free" if data_free else scheme,
+        "distill.assistant": assistant,
+    }
 
 
 def _overrides(pairs: dict[str, Any], sets: list[str] | None) -> dict[str, Any]:
@@ -226,6 +254,9 @@ def compress(
             "only for files from a source you trust.",
         ),
     ] = False,
+    scheme: SchemeOpt = None,
+    assistant: AssistantOpt = None,
+    data_free: DataFreeOpt = False,
     set_: SetOpt = None,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
@@ -252,6 +283,7 @@ def compress(
             "distill.baseline": baseline,
             "data.max_train_samples": max_train_samples,
             "device": device,
+            **_scheme_overrides(scheme, assistant, data_free),
         },
         set_,
     )
@@ -335,6 +367,9 @@ def distill(
     epochs: Annotated[int | None, typer.Option("--epochs", help="Distillation epochs.")] = None,
     student: Annotated[str | None, typer.Option("--student", "-s", help="Student architecture.")] = None,
     baseline: Annotated[bool | None, typer.Option("--baseline/--no-baseline", help="Also train without KD.")] = None,
+    scheme: SchemeOpt = None,
+    assistant: AssistantOpt = None,
+    data_free: DataFreeOpt = False,
     resume: ResumeOpt = False,
     set_: SetOpt = None,
     quiet: QuietOpt = False,
@@ -344,7 +379,15 @@ def distill(
 
     Settings come from RUN_DIR/config.yaml; options here override and are saved back.
     """
-    overrides = _overrides({"distill.epochs": epochs, "student.arch": student, "distill.baseline": baseline}, set_)
+    overrides = _overrides(
+        {
+            "distill.epochs": epochs,
+            "student.arch": student,
+            "distill.baseline": baseline,
+            **_scheme_overrides(scheme, assistant, data_free),
+        },
+        set_,
+    )
     _stage_command("distill", run_dir, overrides, resume, quiet, as_json)
 
 

@@ -78,6 +78,7 @@ def build_report(run: RunDir, stale: list[str] | None = None) -> str:
                 f"(KD gain {100 * distill['kd_gain']:+.2f} points)"
             )
         out += [line + ".", ""]
+        out += _scheme_lines(distill)
     if parity.get("student"):
         p = parity["student"]
         out += [
@@ -97,3 +98,29 @@ def build_report(run: RunDir, stale: list[str] | None = None) -> str:
 
 def write_report(run: RunDir, stale: list[str] | None = None) -> Path:
     return atomic_write_text(run.path / "report.md", build_report(run, stale))
+
+
+# ---- issue 3: scheme, teacher guard, assistant, teacher cache ----------------------------------
+def _scheme_lines(distill: dict[str, Any]) -> list[str]:
+    out: list[str] = []
+    guard = distill.get("guard")
+    if guard:
+        flag = "" if guard.get("clearly_better") else "**Teacher guard:** "
+        out.append(f"{flag or 'Teacher guard: '}{guard['verdict']}.")
+        if guard.get("action") not in (None, "none", "warn"):
+            out.append(
+                f"The guard chose `{guard['action']}` (scheme {guard.get('scheme_used')}, CE weight "
+                f"{guard.get('ce_weight_used')})."
+            )
+    if distill.get("scheme") and distill["scheme"] != "offline":
+        out.append(f"Scheme: `{distill['scheme']}`.")
+    assistant = distill.get("assistant")
+    if assistant:
+        out.append(
+            f"Teacher assistant (TAKD): {assistant['arch']['name']} ({assistant['parameters']:,} parameters), "
+            f"validation top-1 {_pct(assistant['val_top1'])}; the student was distilled from it (`distill/assistant.pt`)."
+        )
+    cache = distill.get("cache")
+    if cache:
+        out.append(f"Teacher output cache: {cache['hits']} hits, {cache['misses']} misses ({cache['dir']}).")
+    return out + [""] if out else out

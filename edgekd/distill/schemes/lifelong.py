@@ -10,7 +10,11 @@ paper):
 (the paper writes the old-task term as a cross-entropy of the softened distributions; the KL differs
 from it by a constant, so the gradient is the same.) The old model is the frozen teacher of the
 training loop; ``LwFHook`` computes the term. Use with a teacher that predicts the first
-``old_classes`` classes of the data.
+``old_classes`` classes of the data. As in the paper (one head per task), the old task is read
+from the old classes' outputs: with a single shared softmax, training on new-class data alone
+still pushes the new logits above the old ones (the class-incremental failure LwF does not address).
+Not wired into the pipeline yet: the teacher stage requires a teacher that predicts every class of
+the data; use ``extend_classifier`` + ``LwFHook`` with ``edgekd.distill.trainer.train``.
 """
 
 from __future__ import annotations
