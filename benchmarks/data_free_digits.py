@@ -112,7 +112,8 @@ def main() -> None:
     lines = [
         "# Data-free distillation on digits (DeepInversion, no real training image for the student)",
         "",
-        f"Machine: {machine_line(summary['machine'])}, {args.threads} threads. Command: `python benchmarks/data_free_digits.py "
+        f"Machine: {machine_line(summary['machine'])}, {args.threads} threads. "
+        "Command: `python benchmarks/data_free_digits.py "
         f"--seeds {' '.join(map(str, args.seeds))} --samples {args.samples} --iterations {args.iterations}`.",
         f"Teacher cnn_medium trained {args.teacher_epochs} epochs on the real digits training split; student "
         f"cnn_small distilled {args.student_epochs} epochs (0.9 KD, T=4, CE weight {DataFreeConfig().ce_weight:g}) "

@@ -118,7 +118,8 @@ def _scheme_lines(distill: dict[str, Any]) -> list[str]:
     if assistant:
         out.append(
             f"Teacher assistant (TAKD): {assistant['arch']['name']} ({assistant['parameters']:,} parameters), "
-            f"validation top-1 {_pct(assistant['val_top1'])}; the student was distilled from it (`distill/assistant.pt`)."
+            f"validation top-1 {_pct(assistant['val_top1'])}; the student was distilled from it "
+            "(`distill/assistant.pt`)."
         )
     cache = distill.get("cache")
     if cache:

@@ -158,8 +158,12 @@ class DistillStage(Stage):
             student0 = new_student()
             ctx.reporter.info(
                 f"distill: {student0.arch_spec['name']} ({count_parameters(student0):,} parameters), scheme "
-                f"{dcfg.scheme}, {' + '.join(f'{m.weight:g}*{m.name}' for m in dcfg.methods) or 'no teacher methods'} "
-                f"+ {dcfg.ce_weight:g}*ce, {dcfg.epochs} epochs"
+                + (
+                    f"{dcfg.scheme} (no teacher), {dcfg.epochs} epochs"
+                    if not scheme.uses_teacher
+                    else f"{dcfg.scheme}, {' + '.join(f'{m.weight:g}*{m.name}' for m in dcfg.methods)} "
+                    f"+ {dcfg.ce_weight:g}*ce, {dcfg.epochs} epochs"
+                )
             )
             outcome = scheme.run(job)
             student, kd_result = outcome.student, outcome.result
@@ -228,6 +232,11 @@ class DistillStage(Stage):
         info = json.loads((ctx.upstream("teacher") / "teacher.json").read_text())
         teacher_top1 = float(info["val_top1"])
         baseline_metrics = None
+        saved = ctx.dir / "guard.json"
+        if ctx.resume and saved.is_file() and not dcfg.baseline:  # a cut-off run: the probe already ran
+            decision = teacher_guard.GuardDecision(**json.loads(saved.read_text()))
+            ctx.reporter.info(f"distill: teacher guard (from the first attempt): {decision.verdict}")
+            return (*self._guarded(decision, dcfg), None)
         if dcfg.baseline:
             baseline_metrics = self._baseline(ctx, new_student, setup, spec_in, data.classes)
             student_top1 = baseline_metrics["baseline_val_top1"]
@@ -253,10 +262,15 @@ class DistillStage(Stage):
         (ctx.reporter.info if decision.clearly_better else ctx.reporter.warn)(
             f"distill: teacher guard: {decision.verdict}"
         )
+        atomic_write_json(saved, decision.to_dict())
+        return (*self._guarded(decision, dcfg), baseline_metrics)
+
+    @staticmethod
+    def _guarded(decision, dcfg):
         new_cfg = teacher_guard.apply(decision, dcfg)
         record = {**decision.to_dict(), "scheme_used": new_cfg.scheme, "ce_weight_used": new_cfg.ce_weight}
         record["methods_used"] = [m.model_dump() for m in new_cfg.methods] if new_cfg.scheme != "tfkd" else []
-        return new_cfg, record, baseline_metrics
+        return new_cfg, record
 
     def _cache(self, job: SchemeJob, scheme):
         """The teacher output cache, when enabled and valid for this run (else None, said once)."""
@@ -269,6 +283,8 @@ class DistillStage(Stage):
         reason = None
         if scheme.name not in ("offline", "adversarial"):
             reason = f"scheme {scheme.name} does not run the teacher on the stored inputs"
+        elif scheme.name == "adversarial" and job.distill.adversarial.on == "embedding":
+            reason = "the adversarial discriminator on embeddings needs the teacher's forward pass"
         elif taps - {"logits"}:
             reason = f"the methods need teacher features ({', '.join(sorted(taps - {'logits'}))}), not only logits"
         elif job.teacher_sha256 is None:

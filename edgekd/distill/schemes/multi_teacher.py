@@ -84,7 +84,8 @@ class MultiTeacherScheme(Scheme):
         teachers = [job.teacher, *load_teachers(c.checkpoints, len(job.data.classes), job.data.input_shape)]
         if c.feature_teacher >= len(teachers):
             raise EdgekdError(
-                f"distill.multi_teacher.feature_teacher={c.feature_teacher} but there are {len(teachers)} teachers; use 0..{len(teachers) - 1}"
+                f"distill.multi_teacher.feature_teacher={c.feature_teacher} but there are {len(teachers)} "
+                f"teachers; use 0..{len(teachers) - 1}"
             )
         # the chosen feature teacher first: the loop's forward hooks see it
         order = [c.feature_teacher] + [i for i in range(len(teachers)) if i != c.feature_teacher]
