@@ -241,7 +241,11 @@ def test_cc_by_hand(gen):
         e = e / np.linalg.norm(e, axis=1, keepdims=True)
         return np.array(
             [
-                [math.exp(-2 * gamma) * sum((2 * gamma) ** p / math.factorial(p) * np.dot(a, b) ** p for p in range(order + 1)) for b in e]
+                [
+                    math.exp(-2 * gamma)
+                    * sum((2 * gamma) ** p / math.factorial(p) * np.dot(a, b) ** p for p in range(order + 1))
+                    for b in e
+                ]
                 for a in e
             ]
         )

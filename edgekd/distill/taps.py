@@ -242,6 +242,11 @@ def plan_taps(
     unknown = names - set(KNOWN_TAPS)
     if unknown:
         raise EdgekdError(f"unknown taps {sorted(unknown)}; known taps are {', '.join(KNOWN_TAPS)}")
+    if names - {"logits"} and isinstance(model, torch.jit.ScriptModule):
+        raise EdgekdError(
+            f"the {label} is TorchScript, which takes no forward hooks, so taps {sorted(names - {'logits'})} "
+            "cannot be read; use a logit method (kd, dkd) or load the model as a checkpoint with its arch"
+        )
     plan = TapPlan()
     stages, embedding = _override(overrides, "stages", label), _override(overrides, "embedding", label)
     if stages is not None:

@@ -15,7 +15,7 @@ import torch
 
 from edgekd.config import DistillConfig
 from edgekd.data import augment_kwargs
-from edgekd.distill.methods import build_method
+from edgekd.distill.methods import BindInfo, bind_methods, build_method
 from edgekd.distill.trainer import TrainSetup, resolve_device, train
 from edgekd.io import atomic_write_json
 from edgekd.models import count_parameters, create_model
@@ -48,8 +48,12 @@ class DistillStage(Stage):
             f"student {student.arch_spec['name']}",
             "choose a student that fits this input size (--student; `edgekd models` lists them)",
         )
-        for m in config.distill.methods:
-            build_method(m.name, m.params)
+        methods = [build_method(m.name, m.params) for m in config.distill.methods]
+        # The taps resolve and the connectors fit both models (bad module paths, unmatched map sizes).
+        example = torch.zeros((2, *data.input_shape))
+        for collector in bind_methods(methods, student, teacher.model, config.distill.taps, example, BindInfo(2)):
+            if collector is not None:
+                collector.close()
 
     def run(self, ctx: StageContext) -> StageResult:
         cfg = ctx.config
