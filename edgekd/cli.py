@@ -116,6 +116,16 @@ DataFreeOpt = Annotated[
         "(DeepInversion); real data, if given, is used for validation only.",
     ),
 ]
+MethodsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--methods",
+        help="Distillation methods joined by '+', e.g. kd, dkd, at, kd+at+rkd, crd+kd (kd dkd fitnet at sp "
+        "rkd pkt nst fsp cc crd). Each gets its reference weight (kd 0.9, dkd 1, fitnet 100, at 1000, sp 3000, "
+        "rkd 1, pkt 30000, nst 50, fsp 50, cc 0.02, crd 0.8) and CE gets 0.1 with kd alone, else 1. "
+        "For other weights use a config: distill.methods: [{name: kd, weight: 0.9}, ...].",
+    ),
+]
 
 
 def _scheme_overrides(scheme: str | None, assistant: str | None, data_free: bool) -> dict[str, Any]:
@@ -123,6 +133,22 @@ def _scheme_overrides(scheme: str | None, assistant: str | None, data_free: bool
         "distill.scheme": "data_free" if data_free else scheme,
         "distill.assistant": assistant,
     }
+
+
+def _methods_overrides(spec: str | None) -> dict[str, Any]:
+    """``--methods kd+at`` -> distill.methods with each method's reference weight, and the CE weight
+    the references use with them (``default_ce_weight``); ``--set`` can still override either."""
+    if spec is None:
+        return {}
+    from edgekd.distill.methods import default_ce_weight, method_class
+
+    names = [n.strip() for n in spec.split("+")]
+    if not all(names):
+        raise EdgekdError(f"--methods {spec!r}: empty method name; write names joined by '+', e.g. kd+at")
+    if len(set(names)) != len(names):
+        raise EdgekdError(f"--methods {spec!r}: a method is named twice; name each once")
+    methods = [{"name": n, "weight": method_class(n).default_weight, "params": {}} for n in names]
+    return {"distill.methods": methods, "distill.ce_weight": default_ce_weight(names)}
 
 
 def _overrides(pairs: dict[str, Any], sets: list[str] | None) -> dict[str, Any]:
@@ -246,6 +272,7 @@ def compress(
         ),
     ] = None,
     device: Annotated[str | None, typer.Option("--device", help="auto (default), cpu, cuda or cuda:N.")] = None,
+    methods: MethodsOpt = None,
     trust_checkpoint: Annotated[
         bool,
         typer.Option(
@@ -284,6 +311,7 @@ def compress(
             "data.max_train_samples": max_train_samples,
             "device": device,
             **_scheme_overrides(scheme, assistant, data_free),
+            **_methods_overrides(methods),
         },
         set_,
     )
@@ -370,6 +398,7 @@ def distill(
     scheme: SchemeOpt = None,
     assistant: AssistantOpt = None,
     data_free: DataFreeOpt = False,
+    methods: MethodsOpt = None,
     resume: ResumeOpt = False,
     set_: SetOpt = None,
     quiet: QuietOpt = False,
@@ -385,6 +414,7 @@ def distill(
             "student.arch": student,
             "distill.baseline": baseline,
             **_scheme_overrides(scheme, assistant, data_free),
+            **_methods_overrides(methods),
         },
         set_,
     )

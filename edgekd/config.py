@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgekd.errors import EdgekdError
 
@@ -186,6 +186,20 @@ class SchemeFields(_Strict):
 # ---- end issue 3 schemes ------------------------------------------------------------------------
 
 
+class TapSites(_Strict):
+    """Module paths of one model's taps (``edgekd.distill.taps``); None: found automatically."""
+
+    stages: list[str] | None = None  # e.g. [layer1, layer2, layer3]
+    embedding: str | None = None  # e.g. avgpool (its output, flattened)
+
+
+class TapsConfig(TapSites):
+    """Tap overrides for both models; ``student``/``teacher`` sections win over the top level."""
+
+    student: TapSites = TapSites()
+    teacher: TapSites = TapSites()
+
+
 class DistillConfig(SchemeFields):
     epochs: int = Field(30, ge=1)
     batch_size: int = Field(64, ge=1)
@@ -202,9 +216,28 @@ class DistillConfig(SchemeFields):
     gamma: float = Field(0.1, gt=0.0, le=1.0)
     warmup_epochs: int = Field(0, ge=0)
     # RepDistiller / mdistiller defaults: 0.1 * CE + 0.9 * KD at T=4 (REFERENCES.md).
+    # Left out, ce_weight follows the methods (``_default_ce_weight``): 0.1 with KD alone, else 1.0.
     ce_weight: float = Field(0.1, ge=0.0)
     methods: list[MethodConfig] = [MethodConfig(name="kd", weight=0.9, params={"T": 4.0})]
     baseline: bool = False  # also train the student without KD, so the report shows the gain
+    taps: TapsConfig = TapsConfig()  # where feature taps are read (module paths); auto when unset
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_ce_weight(cls, data: Any) -> Any:
+        """The reference rule when ce_weight is not given: KD alone trains with 0.1 CE + 0.9 KD;
+        feature/relation/contrastive weights are published with CE weight 1, and so are combinations."""
+        if not isinstance(data, dict) or data.get("ce_weight") is not None or "methods" not in data:
+            return data
+        from edgekd.distill.methods import default_ce_weight, method_names
+
+        names = []
+        for m in data["methods"] or []:
+            name = m.get("name") if isinstance(m, dict) else getattr(m, "name", None)
+            if name not in method_names():
+                return data  # the methods validator reports it
+            names.append(name)
+        return {**data, "ce_weight": default_ce_weight(names)}
 
     @field_validator("methods")
     @classmethod

@@ -30,7 +30,7 @@ from torch import nn
 from edgekd.config import DistillConfig
 from edgekd.console import Reporter
 from edgekd.data import BatchIterator, Normalization, Split
-from edgekd.distill.methods import Method
+from edgekd.distill.methods import BindInfo, Method, bind_methods
 from edgekd.errors import EdgekdError
 from edgekd.io import atomic_torch_save
 
@@ -108,18 +108,12 @@ def _optimizer(params, cfg: DistillConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-class _Taps:
-    """Collects the taps the methods need. Only ``logits`` exists yet; feature taps (forward
-    hooks on stage outputs) plug in here."""
-
-    def __init__(self, methods: list[tuple[Method, float]]):
-        self.names = sorted({t for m, _ in methods for t in m.taps})
-        unknown = [t for t in self.names if t != "logits"]
-        if unknown:
-            raise NotImplementedError(f"taps {unknown} are not available yet")
-
-    def __call__(self, logits: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"logits": logits}
+def example_batch(split: Split, normalization: Normalization, device: torch.device, n: int = 2) -> torch.Tensor:
+    """The first ``n`` training images, normalised: the dummy batch that sizes taps and connectors."""
+    batches = BatchIterator(
+        split, min(n, len(split)), shuffle=False, seed=0, normalization=normalization, device=device
+    )
+    return next(iter(batches))[0]
 
 
 @torch.no_grad()
@@ -181,14 +175,27 @@ def train(
     init_distributed_from_env()
     rank, world = _rank_world()
     student = setup.student.to(device)
-    methods = nn.ModuleList([m for m, _ in setup.methods]).to(device)
+    methods = nn.ModuleList([m for m, _ in setup.methods])
     weights = [w for _, w in setup.methods]
-    taps = _Taps(setup.methods)
     teacher = setup.teacher
     if teacher is not None:
         teacher = teacher.to(device).eval()
         for p in teacher.parameters():
             p.requires_grad_(False)
+    # Feature taps (edgekd.distill.taps): hooks for the taps the methods read; connectors sized by one probe.
+    distilling = (teacher is not None or setup.teacher_fn is not None) and bool(setup.methods)
+    s_taps, t_taps = bind_methods(
+        list(methods) if distilling else [],
+        student,
+        teacher if distilling else None,
+        getattr(cfg, "taps", None),
+        example_batch(setup.train, setup.normalization, device) if distilling else None,
+        BindInfo(num_samples=len(setup.train), labels=setup.train.labels),
+    )
+    with_index = distilling and any("index" in m.taps for m in methods)
+    has_teacher = teacher is not None or setup.teacher_fn is not None
+    teacher_features = t_taps is not None and bool(set(t_taps.names) - {"logits"})
+    methods = methods.to(device)
     model: nn.Module = student
     if world > 1:
         model = nn.parallel.DistributedDataParallel(student)
@@ -246,7 +253,7 @@ def train(
                 num_workers=setup.num_workers,
                 rank=rank,
                 world_size=world,
-                yield_indices=True,
+                with_index=True,  # sample indices: CRD's memory bank, the teacher cache, CS-KD pairs
                 **setup.augment,
             )
             hooks.train()
@@ -254,20 +261,27 @@ def train(
             seen = 0
             for x, y, idx in batches:
                 x_student = setup.student_view(x) if setup.student_view is not None else x
-                logits = model(x_student)
+                s_out = s_taps(x_student, forward=model)
+                logits = s_out["logits"]
                 terms = {"ce": setup.config.ce_weight * F.cross_entropy(logits, y)}
                 teacher_logits = None
-                wants_teacher = bool(setup.methods) or any(h.needs_teacher for h in hooks)
-                if (teacher is not None or setup.teacher_fn is not None) and wants_teacher:
+                if distilling or (has_teacher and any(h.needs_teacher for h in hooks)):
                     with torch.no_grad():
-                        if setup.teacher_fn is not None:
+                        if setup.teacher_fn is not None:  # cache, multi-teacher mix, cross-modal view
                             teacher_logits = setup.teacher_fn(x, y, idx, epoch)
+                            t_out = t_taps(x) if teacher_features else {}
+                            t_out["logits"] = teacher_logits
+                        elif t_taps is not None:
+                            t_out = t_taps(x)
+                            teacher_logits = t_out["logits"]
                         else:
                             teacher_logits = teacher(x)
-                if teacher_logits is not None and setup.methods:
-                    s_taps, t_taps = taps(logits), taps(teacher_logits)
+                            t_out = {"logits": teacher_logits}
+                if distilling:
+                    if with_index:
+                        s_out["index"] = t_out["index"] = idx
                     for method, weight in zip(methods, weights, strict=True):
-                        for term, value in method(s_taps, t_taps, y, epoch).items():
+                        for term, value in method(s_out, t_out, y, epoch).items():
                             terms[term] = terms.get(term, 0.0) + weight * value
                 for hook in hooks:
                     for term, value in hook.terms(x_student, y, idx, logits, teacher_logits, epoch).items():
@@ -325,6 +339,9 @@ def train(
                 on_epoch(record)
     for hook in hooks:
         hook.detach()
+    s_taps.close()
+    if t_taps is not None:
+        t_taps.close()
     student.eval()
     best = max(history, key=lambda r: r["val_top1"])
     return {

@@ -22,7 +22,7 @@ import torch
 from edgekd.config import DistillConfig
 from edgekd.data import Normalization, augment_kwargs
 from edgekd.distill import guard as teacher_guard
-from edgekd.distill.methods import build_method
+from edgekd.distill.methods import BindInfo, bind_methods, build_method
 from edgekd.distill.schemes import SchemeJob, build_scheme
 from edgekd.distill.trainer import TrainSetup, resolve_device, train
 from edgekd.errors import EdgekdError
@@ -57,8 +57,12 @@ class DistillStage(Stage):
             f"student {student.arch_spec['name']}",
             "choose a student that fits this input size (--student; `edgekd models` lists them)",
         )
-        for m in config.distill.methods:
-            build_method(m.name, m.params)
+        methods = [build_method(m.name, m.params) for m in config.distill.methods]
+        # The taps resolve and the connectors fit both models (bad module paths, unmatched map sizes).
+        example = torch.zeros((2, *data.input_shape))
+        for collector in bind_methods(methods, student, teacher.model, config.distill.taps, example, BindInfo(2)):
+            if collector is not None:
+                collector.close()
         self._check_scheme(config, data)
 
     def _check_scheme(self, config, data) -> None:

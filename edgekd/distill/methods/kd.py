@@ -11,6 +11,8 @@ from edgekd.distill.methods import Method, register_method
 @register_method("kd")
 class KD(Method):
     taps = ("logits",)
+    default_weight = 0.9  # 0.1 * CE + 0.9 * KD (RepDistiller / mdistiller)
+    ce_weight = 0.1
 
     def __init__(self, T: float = 4.0):
         super().__init__()

@@ -1,0 +1,43 @@
+"""Contrastive representation distillation (Tian et al., ICLR 2020) on the pooled penultimate
+vectors: 128-d projection heads, memory bank (momentum 0.5), NCE with 16384 negatives (clipped to
+the training set) at T 0.07; weight 0.8 with CE weight 1 (RepDistiller). Needs the dataset index
+of every sample (tap ``index``). CRD+KD: add ``kd`` with weight 1 (RepDistiller's ``-a 1 -b 0.8``)."""
+
+from __future__ import annotations
+
+import torch
+
+from edgekd.distill.crd import CRDLoss
+from edgekd.distill.methods import Method, register_method
+
+
+@register_method("crd")
+class CRD(Method):
+    taps = ("embedding", "index")
+    default_weight = 0.8
+    kind = "contrastive"
+
+    def __init__(self, feat_dim: int = 128, nce_k: int = 16384, nce_t: float = 0.07, nce_m: float = 0.5):
+        super().__init__()
+        if feat_dim < 1 or nce_k < 1 or nce_t <= 0 or not 0 <= nce_m < 1:
+            raise TypeError(
+                f"need feat_dim, nce_k >= 1, nce_t > 0, 0 <= nce_m < 1; got {feat_dim}, {nce_k}, {nce_t}, {nce_m}"
+            )
+        self.feat_dim, self.nce_k, self.nce_t, self.nce_m = int(feat_dim), int(nce_k), float(nce_t), float(nce_m)
+        self.loss: CRDLoss | None = None
+
+    def bind(self, student, teacher, info) -> None:
+        self.loss = CRDLoss(
+            student["embedding"].shape[1],
+            teacher["embedding"].shape[1],
+            info.num_samples,
+            info.labels,
+            self.feat_dim,
+            self.nce_k,
+            self.nce_t,
+            self.nce_m,
+        )
+
+    def forward(self, student, teacher, target, epoch) -> dict[str, torch.Tensor]:
+        assert self.loss is not None, "crd: bind() was not called"
+        return {"crd": self.loss(student["embedding"], teacher["embedding"], student["index"], target)}
