@@ -91,7 +91,9 @@ def test_cached_runs_match_the_uncached_run(tmp_path, digits_teacher, augment):
     if augment:
         assert first["cache"]["hits"] == 0  # every epoch's crops differ: nothing to reuse within a run
     else:
-        assert first["cache"]["hit_rate"] > 0.5  # epochs 2 and 3 reuse epoch 1's outputs
+        # Epoch 1 fills the store; epoch 2's batches that hold the samples epoch 1 dropped (drop_last)
+        # still run the teacher; epoch 3 hits throughout.
+        assert first["cache"]["hits"] >= first["cache"]["misses"] // 2 > 0
     assert math.isclose(
         sum(first["history"][-1]["train_loss"].values()), sum(plain["history"][-1]["train_loss"].values()), rel_tol=1e-6
     )
