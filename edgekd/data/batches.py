@@ -7,9 +7,6 @@ permutation and takes its strided share: training shares are padded (or, with ``
 trimmed) to equal length so all ranks step together; evaluation (``shuffle=False``, no
 ``drop_last``) splits the data exactly, so summed counts equal the split size.
 
-With ``with_index=True`` each batch also carries the dataset indices of its images (an int64
-tensor on ``device``), for methods that keep per-sample state (CRD's memory bank).
-
 In-memory splits are indexed directly; lazy ones (ImageFolder) are decoded by a ``DataLoader``
 with ``num_workers`` processes, in the order drawn here, and augmented the same way afterwards.
 """
@@ -50,7 +47,7 @@ class BatchIterator:
         num_workers: int = 0,
         rank: int = 0,
         world_size: int = 1,
-        with_index: bool = False,
+        yield_indices: bool = False,
     ):
         if batch_size < 1:
             raise EdgekdError(f"batch_size must be at least 1, got {batch_size}")
@@ -74,7 +71,7 @@ class BatchIterator:
         self.num_workers = num_workers
         self.rank = rank
         self.world_size = world_size
-        self.with_index = with_index
+        self.yield_indices = yield_indices  # also yield each batch's sample indices into the split
         if drop_last and len(split) > 0 and len(self) == 0:
             raise EdgekdError(
                 f"batch_size {batch_size} is larger than the {self._share_size()} images available "
@@ -102,10 +99,11 @@ class BatchIterator:
             images = augment_batch(
                 images, generator, random_crop=self.random_crop, padding=self.padding, hflip=self.hflip
             )
-            batch = (self.normalization.normalize(images), labels.to(self.device, non_blocking=True))
-            if self.with_index:
-                batch += (indices[i * self.batch_size : (i + 1) * self.batch_size].to(self.device),)
-            yield batch
+            x, y = self.normalization.normalize(images), labels.to(self.device, non_blocking=True)
+            if self.yield_indices:
+                yield x, y, indices[i * self.batch_size : i * self.batch_size + len(labels)]
+            else:
+                yield x, y
 
     def _share_size(self) -> int:
         n, ws = len(self.split), self.world_size

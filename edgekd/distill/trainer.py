@@ -184,7 +184,7 @@ def train(
         example_batch(setup.train, setup.normalization, device) if distilling else None,
         BindInfo(num_samples=len(setup.train), labels=setup.train.labels),
     )
-    with_index = distilling and any("index" in m.taps for m in methods)
+    with_index = distilling and any("index" in m.taps for m in methods)  # CRD: dataset indices
     methods = methods.to(device)
     model: nn.Module = student
     if world > 1:
@@ -237,20 +237,20 @@ def train(
                 num_workers=setup.num_workers,
                 rank=rank,
                 world_size=world,
-                with_index=with_index,
+                yield_indices=True,
                 **setup.augment,
             )
             sums: dict[str, float] = {}
             seen = 0
-            for x, y, *index in batches:
+            for x, y, idx in batches:
                 s_out = s_taps(x, forward=model)
                 logits = s_out["logits"]
                 terms = {"ce": setup.config.ce_weight * F.cross_entropy(logits, y)}
                 if distilling:
                     with torch.no_grad():
                         t_out = t_taps(x)
-                    if index:
-                        s_out["index"] = t_out["index"] = index[0]
+                    if with_index:
+                        s_out["index"] = t_out["index"] = idx.to(device)
                     for method, weight in zip(methods, weights, strict=True):
                         for term, value in method(s_out, t_out, y, epoch).items():
                             terms[term] = terms.get(term, 0.0) + weight * value
