@@ -229,3 +229,13 @@ def test_methods_option_errors(small_run, tmp_path, cli):
         assert result.exit_code == 2 and message in result.output, result.output
     result = cli("distill", run, "--methods", "at", "--set", "distill.taps.stages=[nothere]")
     assert result.exit_code == 2 and "no module 'nothere'" in result.output
+
+
+@pytest.mark.parametrize("preset", ["dkd-cifar.yaml", "crd-kd-cifar.yaml"])
+def test_method_presets_are_valid_configs(preset):
+    from pathlib import Path
+
+    cfg = build_config(Path(__file__).resolve().parents[1] / "pipelines" / preset)
+    assert cfg.distill.ce_weight == 1.0 and cfg.distill.epochs == 240
+    for m in cfg.distill.methods:
+        build_method(m.name, m.params)
