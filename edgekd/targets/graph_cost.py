@@ -27,8 +27,9 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import onnx
-from onnx import shape_inference
+from onnx import numpy_helper, shape_inference
 
 from edgekd.errors import EdgekdError
 
@@ -244,14 +245,57 @@ def layers_from_onnx(
         for i in graph.initializer
         if math.prod(i.dims) > _SHAPE_TENSOR_ELEMENTS
     ]
-    skeleton_graph = onnx.helper.make_graph(
-        list(graph.node), graph.name or "g", inputs + big, list(graph.output), small
-    )
-    skeleton = onnx.helper.make_model(skeleton_graph, opset_imports=list(model.opset_import))
+    # The TorchScript exporter copies shared constants through Identity nodes; ONNX's data propagation
+    # does not look through them, so a Slice fed by one would lose its output shape. Resolve them here.
+    by_name = {i.name: i for i in small}
+    nodes = []
+    for node in graph.node:
+        source = node.input[0] if node.op_type == "Identity" and node.input else None
+        if source is not None and source in init_shapes:
+            init_shapes[node.output[0]] = init_shapes[source]
+            if source in by_name:
+                alias = onnx.TensorProto()
+                alias.CopyFrom(by_name[source])
+                alias.name = node.output[0]
+                small.append(alias)
+                by_name[alias.name] = alias
+            else:
+                dtype = next(i.data_type for i in graph.initializer if i.name == source)
+                big.append(onnx.helper.make_tensor_value_info(node.output[0], dtype, init_shapes[source]))
+            continue
+        nodes.append(node)
+    skeleton = _skeleton(model, nodes, inputs + big, small)
+    _fix_inputs(skeleton, {i.name for i in inputs}, input_shape, batch)
+    shapes, data = _infer_with_folding(skeleton, small)
+    for name, dims in init_shapes.items():
+        shapes[name] = dims
+    unresolved = [
+        n
+        for n in graph.node
+        if n.op_type not in FREE_OPS and any(t and (t not in shapes or None in shapes[t]) for t in n.output)
+    ]
+    if unresolved:
+        first = unresolved[0]
+        raise EdgekdError(
+            f"ONNX shape inference left {len(unresolved)} node output(s) without a static shape (first: "
+            f"{first.op_type} {first.name or first.output[0]}); export the model with static shapes "
+            "(e.g. onnxsim) or pass input_shape"
+        )
+    return _group(list(graph.node), shapes, set(init_shapes), data)
+
+
+def _skeleton(
+    model: onnx.ModelProto, nodes: list[onnx.NodeProto], inputs: list, initializers: list[onnx.TensorProto]
+) -> onnx.ModelProto:
+    graph = onnx.helper.make_graph(nodes, model.graph.name or "g", inputs, list(model.graph.output), initializers)
+    skeleton = onnx.helper.make_model(graph, opset_imports=list(model.opset_import))
     skeleton.ir_version = model.ir_version
     for fn in model.functions:
         skeleton.functions.append(fn)
-    _fix_inputs(skeleton, {i.name for i in inputs}, input_shape, batch)
+    return skeleton
+
+
+def _infer(skeleton: onnx.ModelProto) -> tuple[dict[str, list[int | None]], set[str]]:
     try:
         inferred = shape_inference.infer_shapes(skeleton, data_prop=True)
     except Exception as err:
@@ -262,9 +306,57 @@ def layers_from_onnx(
         shapes[vi.name] = _dims(vi)
         if vi.type.tensor_type.elem_type in _DATA_TYPES:
             data.add(vi.name)
-    for name, dims in init_shapes.items():
-        shapes[name] = dims
-    return _group(list(graph.node), shapes, set(init_shapes), data)
+    return shapes, data
+
+
+_FOLD_LIMIT = 4096  # elements: shape arithmetic is small; never materialise a data tensor
+
+
+def _infer_with_folding(
+    skeleton: onnx.ModelProto, small: list[onnx.TensorProto]
+) -> tuple[dict[str, list[int | None]], set[str]]:
+    """Shape inference, folding shape arithmetic (Shape -> Gather -> Div -> Slice ...) that ONNX's own
+    data propagation leaves open (it does not evaluate Div, for one), until every shape is known."""
+    from onnx.reference import ReferenceEvaluator
+
+    known = {i.name: numpy_helper.to_array(i) for i in small}
+
+    def result(shapes, data):
+        for name, value in known.items():
+            shapes.setdefault(name, list(value.shape))
+        return shapes, data
+
+    for _ in range(10):
+        shapes, data = _infer(skeleton)
+        open_nodes = [n for n in skeleton.graph.node if any(t and None in shapes.get(t, [None]) for t in n.output)]
+        if not open_nodes:
+            return result(shapes, data)
+        remaining, progress = [], False
+        for node in skeleton.graph.node:
+            values = None
+            if node.op_type == "Shape" and node.input[0] in shapes and None not in shapes[node.input[0]]:
+                dims = shapes[node.input[0]]
+                start, end = _attr(node, "start", 0), _attr(node, "end", None)
+                values = [np.array(dims[start:end], dtype=np.int64)]
+            elif all(not t or t in known for t in node.input) and node.op_type not in ("RandomNormal", "RandomUniform"):
+                try:
+                    feeds = {t: known[t] for t in node.input if t}
+                    values = ReferenceEvaluator(node).run(None, feeds)
+                except Exception:
+                    values = None
+                if values is not None and any(np.asarray(v).size > _FOLD_LIMIT for v in values):
+                    values = None
+            if values is None:
+                remaining.append(node)
+                continue
+            progress = True
+            for name, value in zip(node.output, values, strict=False):
+                known[name] = np.asarray(value)
+        if not progress:
+            return result(shapes, data)
+        consts = [numpy_helper.from_array(v, k) for k, v in known.items()]
+        skeleton = _skeleton(skeleton, remaining, list(skeleton.graph.input), consts)
+    return result(*_infer(skeleton))
 
 
 def _group(
