@@ -476,7 +476,7 @@ def targets(as_json: JsonOpt = False) -> None:
         table.add_column(col)
     for p in profiles:
         table.add_row(
-            p.name,
+            p.name + (f" ({', '.join(p.aliases)})" if p.aliases else ""),
             p.display_name,
             p.kind,
             p.runtime,

@@ -168,3 +168,17 @@ def test_model_mode_is_kept() -> None:
     model.train()
     estimate_latency(model, "t4", input_shape=(3, 32, 32), lut=None)
     assert all(m.training for m in model.modules())
+
+
+def test_zoo_models_are_traced_once_per_spec(monkeypatch) -> None:
+    from edgekd.targets import graph_cost
+
+    calls = []
+    real = graph_cost.torch_to_onnx
+    monkeypatch.setattr(graph_cost, "torch_to_onnx", lambda *a, **k: calls.append(1) or real(*a, **k))
+    spec = {"name": "mobilenetv2", "width_mult": 0.25, "expand_ratio": 2}
+    first = estimate_latency(create_model(spec), "t4", input_shape=(3, 32, 32), lut=None)
+    again = estimate_latency(create_model(spec), "t4", input_shape=(3, 32, 32), lut=None)
+    assert len(calls) == 1 and again.ms == first.ms
+    estimate_latency(create_model(spec), "t4", input_shape=(3, 16, 16), lut=None)  # another shape: traced
+    assert len(calls) == 2

@@ -9,7 +9,7 @@ import pytest
 
 from edgekd.export.onnx_export import export_onnx
 from edgekd.models import create_model
-from edgekd.targets.calibrate import build_point, default_grid, quick_grid, tensorrt_available
+from edgekd.targets.calibrate import build_point, chainable, default_grid, quick_grid, tensorrt_available
 from edgekd.targets.graph_cost import layers_from_onnx
 from edgekd.targets.latency import estimate_latency
 from edgekd.targets.lut import default_table_path, load_table
@@ -93,6 +93,8 @@ def test_profile_quick_writes_the_table_estimates_then_use(cli, lut_dir: Path, r
     fp32 = table.precisions["fp32"]
     assert len(fp32.entries) == len(quick_grid()) and all(ms > 0 for ms in fp32.entries.values())
     assert {"conv", "conv1x1", "dwconv", "gemm", "pool", "eltwise", "data"} <= set(fp32.fits)
+    assert set(fp32.graph_factors) == {"conv", "conv1x1", "dwconv"}  # from the chained points
+    assert all(0.3 <= f <= 1.2 for f in fp32.graph_factors.values())
     # found automatically by target name, and every layer priced from it
     est = estimate_latency(resnet8_onnx, "x86-cpu")
     assert est.source == "lut" and est.table
@@ -113,6 +115,9 @@ def test_grid_points_are_single_layers_with_stable_keys() -> None:
     for point in quick_grid() + default_grid()[::15]:
         layers = layers_from_onnx(build_point(point))
         assert len(layers) == 1, point
+        if chainable(point):  # a chain of copies prices as that many identical layers
+            chain = layers_from_onnx(build_point(point, repeat=3))
+            assert [x.key for x in chain] == [layers[0].key] * 3
     conv = layers_from_onnx(build_point(quick_grid()[0]))[0]
     assert conv.key == "conv:n1:c16:hw16x16:o16:k3x3:s1x1:g1" and conv.fused == ["Relu"]
     point = next(p for p in default_grid() if (p.kind, p.c_in, p.hw, p.c_out, p.stride) == ("conv", 16, 32, 16, 1))

@@ -2,8 +2,9 @@
 
 Each grid point is a one-layer ONNX model (a convolution with its ReLU, a depthwise convolution, a
 1x1 convolution, a GEMM, pooling, an elementwise Add, a Concat) built with ``onnx.helper``. It is
-timed in fresh sessions (medians, as the bench stage does) through TensorRT when the ``tensorrt``
-package and a CUDA GPU are present, else through ONNX Runtime on the CPU. The fixed cost of one
+timed through TensorRT when the ``tensorrt`` package and a CUDA GPU are present, else through ONNX
+Runtime on the CPU, in fresh sessions: the median over sessions of each session's 10th percentile
+(robust to other processes sharing the machine; on a quiet one it is close to the median). The fixed cost of one
 inference call, measured on a one-element model, is subtracted from every point and stored once as
 ``run_overhead_ms``. Entries are keyed by the layer signature that :mod:`edgekd.targets.graph_cost`
 computes for the same model, so a network layer with the same shape reads the measured value; a
@@ -27,10 +28,11 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from edgekd.errors import EdgekdError
-from edgekd.targets.graph_cost import layers_from_onnx
+from edgekd.targets.graph_cost import Layer, layers_from_onnx
 from edgekd.targets.lut import KindFit, LatencyTable, PrecisionTable
 
 OPSET = 17
+CHAIN = 3  # copies in a chained measurement of a shape-keeping layer
 # Grid points above this many FLOPs are skipped: they take long to time and add little to the fit.
 MAX_GRID_FLOPS = 6e8
 
@@ -50,24 +52,35 @@ class GridPoint:
         return f"{self.kind} c{self.c_in}->{self.c_out} {self.hw}x{self.hw} k{self.k} s{self.stride}"
 
 
-def _conv_model(c_in: int, hw: int, c_out: int, k: int, stride: int, groups: int, relu: bool) -> onnx.ModelProto:
+def _conv_model(
+    c_in: int, hw: int, c_out: int, k: int, stride: int, groups: int, relu: bool, repeat: int = 1
+) -> onnx.ModelProto:
+    """``repeat`` copies of Conv(+ReLU) in a chain (each with its own weights; repeat > 1 needs
+    c_in == c_out and stride 1)."""
     rng = np.random.default_rng(0)
-    w = numpy_helper.from_array(rng.standard_normal((c_out, c_in // groups, k, k)).astype(np.float32) * 0.1, "w")
-    b = numpy_helper.from_array(np.zeros(c_out, np.float32), "b")
-    nodes = [
-        helper.make_node(
-            "Conv",
-            ["x", "w", "b"],
-            ["y" if not relu else "c"],
-            kernel_shape=[k, k],
-            strides=[stride, stride],
-            pads=[k // 2] * 4,
-            group=groups,
+    nodes, inits = [], []
+    source = "x"
+    for i in range(repeat):
+        last = i == repeat - 1
+        w = rng.standard_normal((c_out, c_in // groups, k, k)).astype(np.float32) * 0.1
+        inits += [numpy_helper.from_array(w, f"w{i}"), numpy_helper.from_array(np.zeros(c_out, np.float32), f"b{i}")]
+        conv_out = f"c{i}" if relu else ("y" if last else f"a{i}")
+        nodes.append(
+            helper.make_node(
+                "Conv",
+                [source, f"w{i}", f"b{i}"],
+                [conv_out],
+                kernel_shape=[k, k],
+                strides=[stride, stride],
+                pads=[k // 2] * 4,
+                group=groups,
+            )
         )
-    ]
-    if relu:
-        nodes.append(helper.make_node("Relu", ["c"], ["y"]))
-    return _model(nodes, [1, c_in, hw, hw], [w, b])
+        source = conv_out
+        if relu:
+            source = "y" if last else f"a{i}"
+            nodes.append(helper.make_node("Relu", [conv_out], [source]))
+    return _model(nodes, [1, c_in, hw, hw], inits)
 
 
 def _model(
@@ -83,15 +96,24 @@ def _model(
     return model
 
 
-def build_point(point: GridPoint) -> onnx.ModelProto:
-    """The one-layer ONNX model of a grid point."""
+def chainable(point: GridPoint) -> bool:
+    """Whether the point's layer keeps its input shape, so that copies of it can be chained."""
+    if point.kind in ("conv", "conv1x1"):
+        return point.c_in == point.c_out and point.stride == 1
+    return point.kind == "dwconv" and point.stride == 1
+
+
+def build_point(point: GridPoint, repeat: int = 1) -> onnx.ModelProto:
+    """The one-layer ONNX model of a grid point (``repeat`` chained copies for a chainable point)."""
     c, hw, co, k, s = point.c_in, point.hw, point.c_out, point.k, point.stride
+    if repeat > 1 and not chainable(point):
+        raise ValueError(f"grid point {point} cannot be chained")
     if point.kind == "conv":
-        return _conv_model(c, hw, co, k, s, 1, relu=True)
+        return _conv_model(c, hw, co, k, s, 1, relu=True, repeat=repeat)
     if point.kind == "conv1x1":
-        return _conv_model(c, hw, co, 1, s, 1, relu=True)
+        return _conv_model(c, hw, co, 1, s, 1, relu=True, repeat=repeat)
     if point.kind == "dwconv":
-        return _conv_model(c, hw, c, k, s, c, relu=True)
+        return _conv_model(c, hw, c, k, s, c, relu=True, repeat=repeat)
     if point.kind == "gemm":
         rng = np.random.default_rng(0)
         w = numpy_helper.from_array(rng.standard_normal((co, c)).astype(np.float32), "w")
@@ -134,7 +156,7 @@ def quick_grid() -> list[GridPoint]:
 
 
 def default_grid() -> list[GridPoint]:
-    """About 150 points spanning the layers of small CNNs at 8-224 px (a couple of minutes on 2 cores)."""
+    """About 200 points spanning the layers of small CNNs at 8-224 px (a couple of minutes on 2 cores)."""
     points: list[GridPoint] = []
     for c in (8, 16, 32, 64, 128, 256):
         for hw in (4, 8, 16, 32, 56):
@@ -150,6 +172,14 @@ def default_grid() -> list[GridPoint]:
             points.append(GridPoint("dwconv", c, hw, k=3))
         points.append(GridPoint("dwconv", c, 28, k=5))
         points.append(GridPoint("dwconv", c, 28, k=3, stride=2))
+    # CIFAR / digits scale (the search space's resolutions): small maps, MobileNet-style channel counts
+    for c in (24, 48, 96, 192, 384):
+        for hw in (4, 8, 16, 32):
+            points.append(GridPoint("dwconv", c, hw, k=3))
+        points.append(GridPoint("dwconv", c, 16, k=3, stride=2))
+    for c_in, c_out in ((16, 96), (96, 16), (32, 192), (192, 32), (64, 384), (384, 64)):
+        for hw in (4, 8, 16, 32):
+            points.append(GridPoint("conv1x1", c_in, hw, c_out, k=1))
     for c_in, c_out in ((64, 10), (256, 10), (512, 10), (1280, 10), (512, 1000), (1024, 1000), (2048, 1000)):
         points.append(GridPoint("gemm", c_in, 1, c_out))
     for c, hw in ((16, 32), (64, 16), (256, 8), (64, 56), (1280, 7), (512, 14)):
@@ -196,15 +226,19 @@ def _ort_timer(threads: int | None, budget_s: float) -> Timer:
             options.log_severity_level = 3
             session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
             feed = {i.name: x for i, x in zip(session.get_inputs(), inputs, strict=True)}
-            medians.append(_median_time(lambda s=session, f=feed: s.run(None, f), min_runs, budget_s))
+            medians.append(_typical_time(lambda s=session, f=feed: s.run(None, f), min_runs, budget_s))
             del session
         return statistics.median(medians)
 
     return time_model
 
 
-def _median_time(call: Callable[[], object], min_runs: int, budget_s: float = 0.15) -> float:
-    """Median seconds of ``call`` over at least ``min_runs`` runs (more while under ``budget_s``)."""
+def _typical_time(call: Callable[[], object], min_runs: int, budget_s: float = 0.15, percentile: float = 10) -> float:
+    """Seconds of ``call`` at ``percentile`` over at least ``min_runs`` runs (more while under ``budget_s``).
+
+    The default, the 10th percentile, is the time of the least disturbed runs: on a machine that other
+    processes share it is the layer's own time, and on a quiet one it is within a few percent of the median.
+    """
     for _ in range(3):
         call()
     times: list[float] = []
@@ -213,7 +247,7 @@ def _median_time(call: Callable[[], object], min_runs: int, budget_s: float = 0.
         t0 = time.perf_counter()
         call()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return float(np.percentile(times, percentile))
 
 
 def tensorrt_available() -> tuple[bool, str]:
@@ -284,7 +318,7 @@ def _tensorrt_timer(precision: str) -> Timer:  # pragma: no cover - needs an NVI
                 end.record(stream)
                 end.synchronize()
                 times.append(start.elapsed_time(end) / 1e3)
-            medians.append(statistics.median(times))
+            medians.append(float(np.percentile(times, 10)))
         return statistics.median(medians)
 
     return time_model
@@ -361,24 +395,45 @@ def run_profile(
             timer = _tensorrt_timer(precision) if runtime == "tensorrt" else _ort_timer(threads, budget_s)
             overhead = _time_point(GridPoint("overhead", 1, 1), Path(tmp), timer, rng, sessions, min_runs)[1]
             ptable = PrecisionTable(run_overhead_ms=overhead * 1e3)
-            samples: dict[str, list[tuple[float, float, float]]] = {}
+            measured: list[tuple[GridPoint, Layer, float, float | None]] = []
             for point in points:
                 layer, seconds = _time_point(point, Path(tmp), timer, rng, sessions, min_runs)
-                ms = max((seconds - overhead) * 1e3, 1e-4)
-                ptable.entries[layer.key] = ms
-                samples.setdefault(layer.kind, []).append((layer.flops, layer.elements(), ms))
+                alone = max((seconds - overhead) * 1e3, 1e-4)
+                in_graph = None
+                if chainable(point):
+                    # the marginal cost of one more copy inside a graph: no per-call cost, no layout
+                    # conversions at the graph's edges (ONNX Runtime's NCHWc reorders, TensorRT reformats)
+                    _, chained = _time_point(point, Path(tmp), timer, rng, sessions, min_runs, repeat=CHAIN)
+                    in_graph = max((chained - seconds) * 1e3 / (CHAIN - 1), 1e-4)
+                measured.append((point, layer, alone, in_graph))
                 done += 1
                 if progress is not None:
                     progress(done, total, point.label())
+            ptable.graph_factors = _graph_factors(measured)
+            samples: dict[str, list[tuple[float, float, float]]] = {}
+            for _, layer, alone, in_graph in measured:
+                ms = in_graph if in_graph is not None else alone * ptable.graph_factors.get(layer.kind, 1.0)
+                ptable.entries[layer.key] = ms
+                samples.setdefault(layer.kind, []).append((layer.flops, layer.elements(), ms))
             ptable.fits = {kind: fit_kind(s) for kind, s in samples.items()}
             table.precisions[precision] = ptable
     return table
 
 
-def _time_point(point: GridPoint, folder: Path, timer: Timer, rng, sessions: int, min_runs: int):
-    model = build_point(point)
+def _graph_factors(measured) -> dict[str, float]:
+    """Per layer kind, the median of (cost inside a graph) / (cost alone) over the chainable points,
+    clipped to [0.3, 1.2]; it scales the points of that kind that cannot be chained."""
+    ratios: dict[str, list[float]] = {}
+    for _, layer, alone, in_graph in measured:
+        if in_graph is not None:
+            ratios.setdefault(layer.kind, []).append(in_graph / alone)
+    return {kind: float(min(max(statistics.median(r), 0.3), 1.2)) for kind, r in ratios.items()}
+
+
+def _time_point(point: GridPoint, folder: Path, timer: Timer, rng, sessions: int, min_runs: int, repeat: int = 1):
+    model = build_point(point, repeat)
     layers = layers_from_onnx(model)
-    if len(layers) != 1 and point.kind != "overhead":
+    if len(layers) != repeat and point.kind != "overhead":
         raise AssertionError(f"grid point {point} priced as {len(layers)} layers")
     path = folder / "layer.onnx"
     onnx.save(model, str(path))

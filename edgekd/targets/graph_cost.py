@@ -19,8 +19,10 @@ the same graph.
 
 from __future__ import annotations
 
+import copy
 import io
 import itertools
+import json
 import math
 import os
 import warnings
@@ -469,7 +471,9 @@ def _anchor_layer(
 def layers_from_model(
     model, *, input_shape: tuple[int, ...] | None = None, batch: int = 1
 ) -> tuple[list[Layer], tuple[int, ...] | None]:
-    """Layers of an ``nn.Module``, an ``onnx.ModelProto`` or an .onnx path; also the input shape used."""
+    """Layers of an ``nn.Module``, an ``onnx.ModelProto`` or an .onnx path; also the input shape used.
+
+    A module with an ``arch_spec`` (every zoo model) is traced once per (spec, input shape, batch)."""
     if isinstance(model, str | os.PathLike | onnx.ModelProto):
         return layers_from_onnx(model, input_shape=input_shape, batch=batch), input_shape
     if input_shape is None:
@@ -478,5 +482,22 @@ def layers_from_model(
             f"estimating {spec.get('name', type(model).__name__)} needs input_shape=(C, H, W); "
             "pass the input shape the model runs at"
         )
+    spec = getattr(model, "arch_spec", None)
+    key = None
+    if isinstance(spec, dict):  # zoo/search models: the spec names the architecture (models/registry.py)
+        key = (json.dumps(spec, sort_keys=True, default=str), tuple(input_shape), batch)
+        if key in _SPEC_CACHE:
+            return copy.deepcopy(_SPEC_CACHE[key]), input_shape
     proto = torch_to_onnx(model, tuple(input_shape), batch)
-    return layers_from_onnx(proto, batch=batch), input_shape
+    layers = layers_from_onnx(proto, batch=batch)
+    if key is not None:
+        if len(_SPEC_CACHE) >= _SPEC_CACHE_SIZE:
+            _SPEC_CACHE.pop(next(iter(_SPEC_CACHE)))
+        _SPEC_CACHE[key] = copy.deepcopy(layers)
+    return layers, input_shape
+
+
+# Layers of models that carry an arch spec, by (spec, input shape, batch): a search estimates the same
+# candidate more than once (budget check, Pareto plot), and tracing is the slow part.
+_SPEC_CACHE: dict[tuple, list[Layer]] = {}
+_SPEC_CACHE_SIZE = 256

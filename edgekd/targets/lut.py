@@ -7,7 +7,10 @@ A table holds, per precision:
 - ``fits``: for each layer kind, ``ms = a + b * MFLOPs + c * M elements moved`` fitted (non-negative
   least squares, relative error) to that kind's measurements, which prices the layers the grid did
   not measure;
-- ``run_overhead_ms``: the fixed cost of one inference call (a one-node model).
+- ``run_overhead_ms``: the fixed cost of one inference call (a one-node model);
+- ``graph_factors``: per kind, what a layer costs inside a graph relative to alone (shape-keeping
+  layers are also timed as a chain of copies; the marginal copy has no call overhead and no layout
+  conversion at the graph's edges), applied to the points of that kind that cannot be chained.
 
 Where tables live: ``$EDGEKD_LUT_DIR/<target>.json`` when that variable is set, else
 ``~/.cache/edgekd/lut/<target>.json`` (``<target>`` is the profile's canonical name).
@@ -60,6 +63,8 @@ class PrecisionTable:
     entries: dict[str, float] = field(default_factory=dict)  # layer key -> measured ms
     fits: dict[str, KindFit] = field(default_factory=dict)  # layer kind -> fit
     run_overhead_ms: float = 0.0
+    # layer kind -> (cost inside a graph) / (cost of the layer timed alone), from chained measurements
+    graph_factors: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -102,6 +107,7 @@ class LatencyTable:
                     entries={str(k): float(v) for k, v in t.get("entries", {}).items()},
                     fits={k: KindFit(**f) for k, f in t.get("fits", {}).items()},
                     run_overhead_ms=float(t.get("run_overhead_ms", 0.0)),
+                    graph_factors={str(k): float(v) for k, v in t.get("graph_factors", {}).items()},
                 )
                 for p, t in data["precisions"].items()
             }
