@@ -13,9 +13,10 @@
 2. Jetson: roofline estimates (modelled, no calibration on a device) against published
    measurements: Ultralytics YOLO11 n/s/m at 640x640 with TensorRT, FP32/FP16/INT8, on AGX Orin
    64GB, Orin NX 16GB and Orin Nano Super (REFERENCES.md), and NVIDIA-AI-IOT/jetson_benchmarks'
-   ResNet-50 at 224 on Xavier NX. The Jetson efficiency defaults in edgekd/targets/latency.py were
-   set against the AGX Orin rows only; the other modules' rows are held out. The YOLO11 graphs are
-   built from the ``ultralytics`` package's bundled YAML (random weights, nothing downloaded) and
+   ResNet-50 at 224 on Xavier NX. The Jetson defaults in edgekd/targets/latency.py (efficiencies,
+   overheads) were picked once, before this script first ran, from back-of-envelope arithmetic on
+   the published YOLO11m figures, and not changed after: these rows are not a held-out test. The
+   YOLO11 graphs are built from the ``ultralytics`` package's bundled YAML (random weights, nothing downloaded) and
    saved without weights under benchmarks/models/ (shapes are all the model needs), so reruns work
    without ultralytics (``pip install ultralytics opencv-python-headless`` to rebuild them).
 
@@ -82,7 +83,11 @@ YOLO_PUBLISHED = {
     "jetson-orin-nano-super": {"n": (7.60, 4.91, 3.91), "s": (13.29, 7.30, 5.25), "m": (28.21, 13.99, 9.58)},
 }
 YOLO_SOURCE = "Ultralytics NVIDIA Jetson guide (YOLO11, 640x640, TensorRT; REFERENCES.md)"
-FIT_DEVICE = "jetson-agx-orin-64gb"  # the Jetson defaults were set against this one only
+DEFAULTS_NOTE = (
+    "The Jetson defaults of edgekd/targets/latency.py (compute efficiency 0.35, INT8 0.25, memory 0.7, 8 us per "
+    "kernel, 100 us per inference) were picked once, before this script first ran, from back-of-envelope "
+    "arithmetic on the published YOLO11m figures, and not changed after; the rows are not a held-out test."
+)
 
 
 def measure(
@@ -288,7 +293,6 @@ def run_jetson(args, report: dict) -> list[str]:
                         "published_ms": published,
                         "modelled_ms": est.ms,
                         "gflops": est.flops / 1e9,
-                        "held_out": device != FIT_DEVICE,
                         "source": YOLO_SOURCE,
                     }
                 )
@@ -310,36 +314,32 @@ def run_jetson(args, report: dict) -> list[str]:
             "published_ms": 1e3 / 824,
             "modelled_ms": 1e3 / module_ips,
             "gflops": est.flops / 8 / 1e9,
-            "held_out": True,
             "source": "NVIDIA-AI-IOT/jetson_benchmarks: Xavier NX ResNet-50 824 images/s (REFERENCES.md)",
         }
     )
     for r in rows:
         r["ratio"] = r["modelled_ms"] / r["published_ms"]
-    held = [r for r in rows if r["held_out"]]
-    within = sum(1 for r in held if 1 / 1.5 <= r["ratio"] <= 1.5)
-    within_all = sum(1 for r in rows if 1 / 1.5 <= r["ratio"] <= 1.5)
-    report["jetson"] = {"rows": rows, "held_out_within_1_5": within, "held_out": len(held), "within_all": within_all}
+    within = sum(1 for r in rows if 1 / 1.5 <= r["ratio"] <= 1.5)
+    report["jetson"] = {"rows": rows, "within_1_5": within}
     lines = [
         "## 2. Jetson: roofline (modelled) against published measurements",
         "",
         "Modelled with the bare roofline (no calibration table: no device here). Published: "
-        f"{YOLO_SOURCE}; ResNet-50: NVIDIA-AI-IOT/jetson_benchmarks, per image = 1/throughput. "
-        f"The Jetson efficiency defaults were set against the {FIT_DEVICE} rows only; the other rows are held out.",
+        f"{YOLO_SOURCE}; ResNet-50: NVIDIA-AI-IOT/jetson_benchmarks, per image = 1/throughput. " + DEFAULTS_NOTE,
         "",
-        "| model | device | precision | GFLOPs | published ms | modelled ms | modelled / published | held out |",
-        "|---|---|---|---:|---:|---:|---:|---|",
+        "| model | device | precision | GFLOPs | published ms | modelled ms | modelled / published |",
+        "|---|---|---|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['model']} | {r['device']} | {r['precision']} | {r['gflops']:.1f} | {r['published_ms']:.2f} | "
-            f"{r['modelled_ms']:.2f} | {r['ratio']:.2f} | {'yes' if r['held_out'] else 'no (fit)'} |"
+            f"{r['modelled_ms']:.2f} | {r['ratio']:.2f} |"
         )
-    ratios = [r["ratio"] for r in held]
+    ratios = [r["ratio"] for r in rows]
     lines += [
         "",
-        f"**Within a factor 1.5: {within} of {len(held)} held-out rows ({within_all} of {len(rows)} in all); "
-        f"held-out ratio range {min(ratios):.2f}-{max(ratios):.2f}, median {statistics.median(ratios):.2f}.**",
+        f"**Within a factor 1.5: {within} of {len(rows)} rows; modelled / published from {min(ratios):.2f} to "
+        f"{max(ratios):.2f}, median {statistics.median(ratios):.2f}.**",
         "",
         "ResNet-50 row: the GPU's modelled INT8 throughput at batch 8, scaled by module TOPS / GPU TOPS "
         "(21/12) for the two DLAs: an assumption of this benchmark.",
@@ -378,7 +378,9 @@ def main() -> None:
     report["load_average_end"] = os.getloadavg()
     lines.append(
         f"Wall time {report['seconds']:.0f} s; load average at the end {report['load_average_end'][0]:.1f}. "
-        f"Command: `python benchmarks/latency_model.py {' '.join(sys.argv[1:])}`".rstrip()
+        + "Command: `"
+        + " ".join(["python benchmarks/latency_model.py", *sys.argv[1:]])
+        + "`"
     )
     atomic_write_text(args.out, "\n".join(lines) + "\n")
     atomic_write_json(args.out.with_suffix(".json"), report)

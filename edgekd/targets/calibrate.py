@@ -3,8 +3,10 @@
 Each grid point is a one-layer ONNX model (a convolution with its ReLU, a depthwise convolution, a
 1x1 convolution, a GEMM, pooling, an elementwise Add, a Concat) built with ``onnx.helper``. It is
 timed through TensorRT when the ``tensorrt`` package and a CUDA GPU are present, else through ONNX
-Runtime on the CPU, in fresh sessions: the median over sessions of each session's 10th percentile
-(robust to other processes sharing the machine; on a quiet one it is close to the median). The fixed cost of one
+Runtime on the CPU, in fresh sessions: the mean over sessions of each session's 10th percentile.
+Noise from other processes only ever adds time, so a low percentile is robust on a shared machine;
+the fastest run would be too optimistic for microsecond kernels (a benchmark run of 2026-11-23 with
+the minimum underestimated mobile networks by 20-60%). The fixed cost of one
 inference call, measured on a one-element model, is subtracted from every point and stored once as
 ``run_overhead_ms``. Entries are keyed by the layer signature that :mod:`edgekd.targets.graph_cost`
 computes for the same model, so a network layer with the same shape reads the measured value; a
@@ -177,7 +179,7 @@ def default_grid() -> list[GridPoint]:
         for hw in (4, 8, 16, 32):
             points.append(GridPoint("dwconv", c, hw, k=3))
         points.append(GridPoint("dwconv", c, 16, k=3, stride=2))
-    for c_in, c_out in ((16, 96), (96, 16), (32, 192), (192, 32), (64, 384), (384, 64)):
+    for c_in, c_out in ((16, 96), (96, 16), (32, 192), (192, 32), (64, 384), (384, 64), (32, 32), (128, 128)):
         for hw in (4, 8, 16, 32):
             points.append(GridPoint("conv1x1", c_in, hw, c_out, k=1))
     for c_in, c_out in ((64, 10), (256, 10), (512, 10), (1280, 10), (512, 1000), (1024, 1000), (2048, 1000)):
@@ -228,17 +230,14 @@ def _ort_timer(threads: int | None, budget_s: float) -> Timer:
             feed = {i.name: x for i, x in zip(session.get_inputs(), inputs, strict=True)}
             medians.append(_typical_time(lambda s=session, f=feed: s.run(None, f), min_runs, budget_s))
             del session
-        return statistics.median(medians)
+        return statistics.fmean(medians)
 
     return time_model
 
 
 def _typical_time(call: Callable[[], object], min_runs: int, budget_s: float = 0.15, percentile: float = 10) -> float:
-    """Seconds of ``call`` at ``percentile`` over at least ``min_runs`` runs (more while under ``budget_s``).
-
-    The default, the 10th percentile, is the time of the least disturbed runs: on a machine that other
-    processes share it is the layer's own time, and on a quiet one it is within a few percent of the median.
-    """
+    """Seconds of ``call`` at ``percentile`` (default: the 10th) over at least ``min_runs`` runs (more
+    while under ``budget_s``)."""
     for _ in range(3):
         call()
     times: list[float] = []
@@ -319,7 +318,7 @@ def _tensorrt_timer(precision: str) -> Timer:  # pragma: no cover - needs an NVI
                 end.synchronize()
                 times.append(start.elapsed_time(end) / 1e3)
             medians.append(float(np.percentile(times, 10)))
-        return statistics.median(medians)
+        return statistics.fmean(medians)
 
     return time_model
 
@@ -398,13 +397,14 @@ def run_profile(
             measured: list[tuple[GridPoint, Layer, float, float | None]] = []
             for point in points:
                 layer, seconds = _time_point(point, Path(tmp), timer, rng, sessions, min_runs)
-                alone = max((seconds - overhead) * 1e3, 1e-4)
+                # a layer never costs less than a fifth of its own call: guards against timing noise
+                alone = max((seconds - overhead) * 1e3, 0.2 * seconds * 1e3)
                 in_graph = None
                 if chainable(point):
                     # the marginal cost of one more copy inside a graph: no per-call cost, no layout
                     # conversions at the graph's edges (ONNX Runtime's NCHWc reorders, TensorRT reformats)
                     _, chained = _time_point(point, Path(tmp), timer, rng, sessions, min_runs, repeat=CHAIN)
-                    in_graph = max((chained - seconds) * 1e3 / (CHAIN - 1), 1e-4)
+                    in_graph = max((chained - seconds) * 1e3 / (CHAIN - 1), 0.2 * alone)
                 measured.append((point, layer, alone, in_graph))
                 done += 1
                 if progress is not None:
@@ -421,11 +421,12 @@ def run_profile(
 
 
 def _graph_factors(measured) -> dict[str, float]:
-    """Per layer kind, the median of (cost inside a graph) / (cost alone) over the chainable points,
-    clipped to [0.3, 1.2]; it scales the points of that kind that cannot be chained."""
+    """Per layer kind, the median of (cost inside a graph) / (cost alone) over the chainable points that
+    take at least 10 us (shorter ones are mostly noise), clipped to [0.3, 1.2]; it scales the points of
+    that kind that cannot be chained."""
     ratios: dict[str, list[float]] = {}
     for _, layer, alone, in_graph in measured:
-        if in_graph is not None:
+        if in_graph is not None and alone >= 0.01:
             ratios.setdefault(layer.kind, []).append(in_graph / alone)
     return {kind: float(min(max(statistics.median(r), 0.3), 1.2)) for kind, r in ratios.items()}
 
