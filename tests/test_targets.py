@@ -53,7 +53,7 @@ def test_required_target_loads(name: str) -> None:
     assert isinstance(profile, TargetProfile)
     assert profile.name == name
     assert name in target_names()
-    if profile.kind != "cpu" or name != "x86-cpu":  # x86-cpu is "this machine": figures come from the host
+    if name != "x86-cpu":  # x86-cpu is "this machine": its figures come from the host
         assert profile.memory_bandwidth_gbs
         assert profile.fp16_tflops or profile.fp32_tflops
 
