@@ -37,7 +37,7 @@ app = typer.Typer(
 )
 stdout = Console(highlight=False, soft_wrap=True)
 
-COMPRESS_STAGES = ["teacher", "distill", "export", "bench"]
+COMPRESS_STAGES = ["teacher", "search", "distill", "export", "bench"]
 
 
 def _version(value: bool) -> None:
@@ -95,6 +95,32 @@ ResumeOpt = Annotated[
     ),
 ]
 RunDirArg = Annotated[Path, typer.Argument(help="A run directory made by `edgekd compress`.")]
+
+
+# ---- search options (issue 4) ----------------------------------------------------------------
+LatencyMsOpt = Annotated[
+    float | None,
+    typer.Option("--latency-ms", help="Search: latency budget in ms on the target (modelled, batch 1)."),
+]
+LatencyRatioOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--latency-ratio", help="Search: budget as a fraction of the teacher's estimated latency (default 0.5)."
+    ),
+]
+TrialsOpt = Annotated[int | None, typer.Option("--trials", help="Search: candidates to train (default 20).")]
+StrategyOpt = Annotated[
+    str | None, typer.Option("--strategy", help="Search strategy: evolution (default), random or tpe.")
+]
+
+
+def _search_overrides(latency_ms, latency_ratio, trials, strategy) -> dict[str, Any]:
+    return {
+        "search.latency_ms": latency_ms,
+        "search.latency_ratio": latency_ratio,
+        "search.trials": trials,
+        "search.strategy": strategy,
+    }
 
 
 def _overrides(pairs: dict[str, Any], sets: list[str] | None) -> dict[str, Any]:
@@ -192,7 +218,7 @@ def compress(
         typer.Option(
             "--student",
             "-s",
-            help="Student architecture (zoo name or tv:NAME); default: the usual student for the teacher.",
+            help="Student architecture (zoo name or tv:NAME); default: searched (NNI, latency-bounded).",
         ),
     ] = None,
     config: Annotated[
@@ -226,14 +252,20 @@ def compress(
             "only for files from a source you trust.",
         ),
     ] = False,
+    latency_ms: LatencyMsOpt = None,
+    latency_ratio: LatencyRatioOpt = None,
+    trials: TrialsOpt = None,
+    strategy: StrategyOpt = None,
     set_: SetOpt = None,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Teacher in, small fast student out: distil, export to ONNX, benchmark, report.
 
-    Runs the stages teacher -> distill -> export -> bench in one run directory and prints the
-    accuracy / latency / size table. Rerun with --resume to continue an interrupted run.
+    Runs the stages teacher -> search -> distill -> export -> bench in one run directory and prints
+    the accuracy / latency / size table. Without --student, the search finds the student: the best
+    model the teacher can teach within the latency budget on the target. Rerun with --resume to
+    continue an interrupted run.
     """
     from edgekd.pipeline import RunDir, library_versions, registered_stages
     from edgekd.targets import load_target
@@ -252,6 +284,7 @@ def compress(
             "distill.baseline": baseline,
             "data.max_train_samples": max_train_samples,
             "device": device,
+            **_search_overrides(latency_ms, latency_ratio, trials, strategy),
         },
         set_,
     )
@@ -346,6 +379,48 @@ def distill(
     """
     overrides = _overrides({"distill.epochs": epochs, "student.arch": student, "distill.baseline": baseline}, set_)
     _stage_command("distill", run_dir, overrides, resume, quiet, as_json)
+
+
+@app.command()
+@handles_errors
+def search(
+    run_dir: RunDirArg,
+    latency_ms: LatencyMsOpt = None,
+    latency_ratio: LatencyRatioOpt = None,
+    trials: TrialsOpt = None,
+    strategy: StrategyOpt = None,
+    engine: Annotated[
+        str | None,
+        typer.Option(
+            "--engine",
+            help="sequential (default: one process, no server) or nni-local (NNI's training service; starts "
+            "NNI's manager, a web server listening on ALL network interfaces).",
+        ),
+    ] = None,
+    concurrency: Annotated[
+        int | None, typer.Option("--concurrency", help="Parallel trials with --engine nni-local.")
+    ] = None,
+    proxy_epochs: Annotated[int | None, typer.Option("--proxy-epochs", help="KD epochs per candidate.")] = None,
+    resume: ResumeOpt = False,
+    set_: SetOpt = None,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """(Re)run the student search: NNI proposes students, those over the latency budget are rejected
+    before training, the rest get a short KD training from the teacher. Writes search/trials.jsonl,
+    best_arch.json (the student distill uses) and pareto.png. Sets student.arch to auto."""
+    overrides = _overrides(
+        {
+            "student.arch": "auto",
+            "search.enabled": True,
+            "search.engine": engine,
+            "search.concurrency": concurrency,
+            "search.proxy_epochs": proxy_epochs,
+            **_search_overrides(latency_ms, latency_ratio, trials, strategy),
+        },
+        set_,
+    )
+    _stage_command("search", run_dir, overrides, resume, quiet, as_json)
 
 
 @app.command()

@@ -35,12 +35,12 @@ from edgekd.stages.common import (
 class DistillStage(Stage):
     name = "distill"
     config_keys = ("data", "student", "distill", "seed", "device")
-    needs = ("teacher",)
+    needs = ("teacher", "search")
 
     def check(self, config, run):
         """The student builds and takes the data's images; the methods build."""
         teacher, data = checked_teacher_for(run, config)
-        arch = student_arch(config, teacher, data)
+        arch = student_arch(config, teacher, data, run)
         student = create_model(arch, num_classes=len(data.classes), in_channels=data.input_shape[0])
         probe_logits(
             student,
@@ -56,8 +56,12 @@ class DistillStage(Stage):
         teacher, data = checked_teacher(ctx)
         norm = normalization_from_teacher_json(ctx.upstream("teacher"))
         device = resolve_device(cfg.device)
-        arch = student_arch(cfg, teacher, data)
-        if cfg.student.arch == "auto":
+        arch = student_arch(cfg, teacher, data, ctx.run)
+        if cfg.student.arch == "auto" and isinstance(arch, dict):
+            ctx.reporter.info(
+                f"distill: no --student given; using the searched student {arch['name']} (search/best_arch.json)"
+            )
+        elif cfg.student.arch == "auto":
             ctx.reporter.info(f"distill: no --student given; using {arch}, the usual student for this teacher")
         spec_in = input_spec(data, norm)
 
