@@ -47,13 +47,14 @@ from edgekd.models.searchable import MBConv, NasMobileNet, NasResNet, ResBlock
 from edgekd.nas.space import block_variants, choices, mbv_channels, spec_from_sample
 
 STRATEGIES = ("evolution", "random", "tpe")
-REJECTED_METRIC = -1.0  # what the strategy sees for a candidate rejected before training
+REJECT_PATIENCE = 1000  # NNI's Filter stops the search after this many rejections in a row
 
 
 def quiet_nni() -> None:
     """NNI logs every sample at INFO level; edgekd reports progress itself."""
-    for name in ("nni", "nni.nas", "nni.runtime", "nni.experiment"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    # Its warnings are expected here too: rejected samples "have no metric", and NNI's default config
+    # names a training service that the sequential engine "ignores". Errors still show.
+    logging.getLogger("nni").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module=r"nni(\..*)?")
 
 
@@ -183,7 +184,12 @@ def make_strategy(
     mutation_prob: float | None = None,
 ) -> Any:
     """An NNI strategy, chained with a ``Filter`` that rejects (before training) samples for which
-    ``accept(sample)`` is false, reporting ``REJECTED_METRIC`` to the strategy for them."""
+    ``accept(sample)`` is false.
+
+    Rejected samples get no metric: regularized evolution then keeps only trained candidates in
+    its population (with a penalty metric, rejected ones fill the aging population and its
+    children are rejected in turn until the Filter gives up), and TPE learns only from trained ones.
+    """
     if name == "evolution":
         pop = population or max(4, min(20, trials // 2))
         main = nni_strategy.RegularizedEvolution(
@@ -198,7 +204,9 @@ def make_strategy(
         main = nni_strategy.TPE(optimize_mode="maximize", seed=seed)
     else:
         raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
-    return Chain(main, Filter(lambda model: accept(dict(model.sample)), metric_for_invalid=REJECTED_METRIC))
+    return Chain(
+        main, Filter(lambda model: accept(dict(model.sample)), metric_for_invalid=None, patience=REJECT_PATIENCE)
+    )
 
 
 def report(score: float) -> None:

@@ -15,6 +15,7 @@ NNI itself is only reached through ``edgekd.nas.nni_space``.
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,7 @@ from edgekd.nas.cost import Cost, model_cost, spec_cost, teacher_cost
 from edgekd.nas.journal import Journal, arch_key
 from edgekd.nas.pareto import plot_pareto
 from edgekd.nas.proxy import Proxy
-from edgekd.nas.space import make_layout, spec_from_sample
+from edgekd.nas.space import cheapest_sample, make_layout, spec_from_sample
 
 
 def default_zoo(side: int) -> list[str]:
@@ -66,7 +67,8 @@ class Search:
         self.layout = make_layout(len(data.classes), self.input_shape, self.config.families)
         self.journal = Journal(self.out_dir / "trials.jsonl")
         self._costs: dict[str, Cost] = {}
-        self.counts = {"trained": 0, "replayed": 0, "rejected": 0}
+        self.counts = {"trained": 0, "replayed": 0, "rejected": 0, "duplicates": 0}
+        self._submitted: set[str] = set()
 
     # -- cost and budget ---------------------------------------------------------------------
     def cost(self, spec: dict[str, Any] | str) -> Cost:
@@ -139,10 +141,15 @@ class Search:
     def _accept(self, sample: dict[str, Any]) -> bool:
         """NNI Filter: False (reject before training) when the estimated latency exceeds the budget."""
         spec = spec_from_sample(self.layout, sample)
+        key = arch_key(spec)
+        if key in self._submitted:
+            # Another sample of the same architecture (choices it does not use differ): not a new trial.
+            self.counts["duplicates"] += 1
+            return False
         cost = self.cost(spec)
         if cost.latency_ms <= self.budget_ms:
+            self._submitted.add(key)
             return True
-        key = arch_key(spec)
         if key not in self._rejected:
             self._rejected.add(key)
             self.counts["rejected"] += 1
@@ -172,6 +179,17 @@ class Search:
 
     # -- the whole search --------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
+        import torch
+
+        threads = torch.get_num_threads()
+        if self.config.threads:
+            torch.set_num_threads(self.config.threads)
+        try:
+            return self._run()
+        finally:
+            torch.set_num_threads(threads)
+
+    def _run(self) -> dict[str, Any]:
         from edgekd.nas import nni_space
 
         t0 = time.perf_counter()
@@ -180,6 +198,7 @@ class Search:
             f"search: budget {self.budget_ms:.4g} ms on {self.target} ({self.precision}, batch 1, "
             f"{t_cost.latency_source}); teacher {t_cost.latency_ms:.4g} ms"
         )
+        self._check_feasible()
         done = self.journal.by_key()
         if done:
             self.reporter.info(f"search: resuming; {len(done)} candidates already in trials.jsonl")
@@ -196,9 +215,10 @@ class Search:
             population=self.config.population,
         )
         if self.config.engine == "sequential":
-            nni_space.run_experiment(
-                self.layout, self._evaluate, strategy, trials=self.config.trials, workdir=self.out_dir / ".nni"
-            )
+            with tempfile.TemporaryDirectory(prefix="edgekd-nni-") as workdir:
+                nni_space.run_experiment(
+                    self.layout, self._evaluate, strategy, trials=self.config.trials, workdir=Path(workdir)
+                )
         else:
             context = self._write_trial_context()
             nni_space.run_experiment(
@@ -206,7 +226,7 @@ class Search:
                 evaluate_trial,
                 strategy,
                 trials=self.config.trials,
-                workdir=self.out_dir / ".nni",
+                workdir=self.out_dir.parent / ".search.nni",
                 engine="nni-local",
                 concurrency=self.config.concurrency,
                 port=self.config.port,
@@ -214,6 +234,18 @@ class Search:
                 on_warning=self.reporter.warn,
             )
         return self.finish(t_cost, time.perf_counter() - t0)
+
+    def _check_feasible(self) -> None:
+        """Fail fast, naming the floor, when even the smallest candidate of the space is over budget."""
+        floor = min(
+            self.cost(spec_from_sample(self.layout, cheapest_sample(self.layout, fam))).latency_ms
+            for fam in self.layout["families"]
+        )
+        if floor > self.budget_ms:
+            raise EdgekdError(
+                f"the latency budget of {self.budget_ms:.3g} ms on {self.target} is below the fastest searchable "
+                f"student ({floor:.3g} ms, modelled); raise --latency-ms / --latency-ratio or pass --student"
+            )
 
     def finish(self, t_cost: Cost, seconds: float) -> dict[str, Any]:
         records = self.journal.read()
@@ -261,6 +293,7 @@ class Search:
             "trials_trained": sum(1 for r in nas_all if r.get("status") == "trained"),
             "trials_rejected": sum(1 for r in nas_all if r.get("status") == "rejected"),
             "replayed_from_journal": self.counts["replayed"],
+            "duplicate_samples_skipped": self.counts["duplicates"],
             "best": best["name"],
             "best_source": best_arch["source"],
             "best_proxy_top1": best["proxy_top1"],

@@ -13,7 +13,7 @@ Labels: ``family`` (when more than one family is searched), ``resolution``, ``mb
 Base layouts by image side (small images keep their resolution through the stem, as CIFAR
 networks do; large ones use an ImageNet-style stride-2 stem):
 
-- side <= 16: mbv stages 16 s1 (1-2 blocks), 24 s2 (1-3), 48 s2 (1-3), head 128; resnet 3 stages
+- side <= 16: mbv stages 16 s1 (1-2 blocks), 24 s2 (1-2), 40 s2 (1-2), no head conv; resnet 3 stages
   (strides 1, 2, 2, 1-2 blocks each);
 - side <= 64: mbv stages 16 s1 (1-2), 24 s2 (1-3), 40 s2 (1-3), 80 s2 (1-3), 96 s1 (1-2), head 256;
   resnet 3 stages (1-3 blocks each);
@@ -68,8 +68,8 @@ def make_layout(
         raise EdgekdError(f"unknown search family {unknown}; choose from {', '.join(FAMILIES)}")
     channels, side = int(input_shape[0]), int(min(input_shape[1:]))
     if side <= 16:
-        mbv_stages = [(16, 1, (1, 2)), (24, 2, (1, 3)), (48, 2, (1, 3))]
-        mbv = {"stem": 16, "stem_stride": 1, "head": 128}
+        mbv_stages = [(16, 1, (1, 2)), (24, 2, (1, 2)), (40, 2, (1, 2))]
+        mbv = {"stem": 16, "stem_stride": 1, "head": 0}
         res = {"stem": 16, "stem_stride": 1, "stem_pool": False}
         res_stages = [([8, 16, 24], 1, (1, 2)), ([16, 24, 32], 2, (1, 2)), ([32, 48, 64], 2, (1, 2))]
     elif side <= 64:
@@ -192,3 +192,21 @@ def spec_from_sample(layout: dict[str, Any], sample: dict[str, Any]) -> dict[str
         "stem_pool": r["stem_pool"],
         "stages": stages,
     }
+
+
+def cheapest_sample(layout: dict[str, Any], family: str) -> dict[str, Any]:
+    """The smallest architecture of ``family`` (first values are the cheapest, except resolution)."""
+    table = choices(layout)
+    cheap = variant_name(min(KERNELS), min(EXPANDS), False, "relu")
+    sample = {
+        label: (min(values) if label != "family" and not label.startswith("mbv_s") else values[0])
+        for label, values in table.items()
+    }
+    for label in table:
+        if label.startswith("mbv_s") and label.endswith("_depth"):
+            sample[label] = min(table[label])
+        elif label.startswith("mbv_s"):
+            sample[label] = cheap
+    if "family" in table:
+        sample["family"] = family
+    return sample
