@@ -9,18 +9,26 @@ import pytest
 from edgekd.errors import EdgekdError
 from edgekd.targets import NUMERIC_FIELDS, TargetProfile, list_targets, load_target, target_names
 
+# issue 4, section 1: every target the issue lists
 REQUIRED = [
     "jetson-nano",
+    "jetson-tx2",
     "jetson-xavier-nx",
     "jetson-agx-xavier",
-    "jetson-orin-nano",
     "jetson-orin-nano-4gb",
+    "jetson-orin-nano-8gb",
+    "jetson-orin-nano-super",
+    "jetson-orin-nx-8gb",
     "jetson-orin-nx-16gb",
+    "jetson-agx-orin-32gb",
     "jetson-agx-orin-64gb",
     "t4",
+    "a10",
+    "l4",
     "a100",
     "h100",
     "x86-cpu",
+    "arm-cpu",
 ]
 
 CUSTOM = """
@@ -45,6 +53,9 @@ def test_required_target_loads(name: str) -> None:
     assert isinstance(profile, TargetProfile)
     assert profile.name == name
     assert name in target_names()
+    if profile.kind != "cpu" or name != "x86-cpu":  # x86-cpu is "this machine": figures come from the host
+        assert profile.memory_bandwidth_gbs
+        assert profile.fp16_tflops or profile.fp32_tflops
 
 
 def test_every_known_figure_cites_a_source() -> None:
@@ -61,6 +72,46 @@ def test_estimates_are_labelled() -> None:
     orin = load_target("jetson-orin-nano")
     assert orin.fp16_tflops == pytest.approx(orin.int8_tops_sparse / 4)
     assert "estimate" in orin.sources["fp16_tflops"]
+    for profile in list_targets():  # a figure derived rather than read off a datasheet says so
+        for field, text in profile.sources.items():
+            if "x 2 FLOPs" in text or "half of" in text or "quarter of" in text:
+                assert "estimate" in text, f"{profile.name}.{field}: {text}"
+
+
+def test_issue_figures() -> None:
+    # the figures issue 4 quotes (module totals from the datasheets)
+    nano8 = load_target("jetson-orin-nano-8gb")
+    assert (nano8.int8_tops_dense, nano8.int8_tops_sparse, nano8.memory_bandwidth_gbs) == (20, 40, 68)
+    assert load_target("jetson-orin-nano-super").memory_bandwidth_gbs == 102
+    nx16 = load_target("jetson-orin-nx-16gb")
+    assert (nx16.int8_tops_sparse, nx16.memory_bandwidth_gbs) == (100, 102.4)
+    agx = load_target("jetson-agx-orin-64gb")
+    assert (agx.int8_tops_sparse, agx.memory_bandwidth_gbs, agx.dla_cores) == (275, 204.8, 2)
+    assert (load_target("jetson-xavier-nx").int8_tops_dense, load_target("jetson-xavier-nx").memory_bandwidth_gbs) == (
+        21,
+        59.7,
+    )
+    assert (
+        load_target("jetson-agx-xavier").int8_tops_dense,
+        load_target("jetson-agx-xavier").memory_bandwidth_gbs,
+    ) == (
+        32,
+        136.5,
+    )
+    assert (load_target("jetson-nano").fp16_tflops, load_target("jetson-nano").memory_bandwidth_gbs) == (0.472, 25.6)
+
+
+def test_gpu_figures_exclude_the_dlas() -> None:
+    # a TensorRT engine runs on the GPU: the GPU's share of the module's INT8 is below the total
+    for profile in list_targets():
+        if profile.gpu_int8_tops_dense is not None:
+            assert profile.dla_cores and profile.gpu_int8_tops_dense < profile.int8_tops_dense, profile.name
+
+
+def test_alias_gives_the_canonical_profile() -> None:
+    assert load_target("jetson-orin-nano") is load_target("jetson-orin-nano-8gb")
+    assert "jetson-orin-nano" in load_target("jetson-orin-nano-8gb").aliases
+    assert "jetson-orin-nano" not in target_names()  # listed once, under its canonical name
 
 
 def test_default_precisions() -> None:
@@ -82,7 +133,7 @@ def test_jetson_stacks_match_references() -> None:
 
 
 def test_name_is_normalised() -> None:
-    assert load_target(" Jetson_Orin_Nano ").name == "jetson-orin-nano"
+    assert load_target(" Jetson_Orin_Nano ").name == "jetson-orin-nano-8gb"
 
 
 def test_unknown_name_suggests_a_close_match() -> None:
@@ -90,7 +141,7 @@ def test_unknown_name_suggests_a_close_match() -> None:
         load_target("jetson-orin-nan")
     message = str(info.value)
     assert "\n" not in message
-    assert "did you mean 'jetson-orin-nano'" in message
+    assert "did you mean 'jetson-orin-nano'" in message  # aliases are suggested too
     assert "x86-cpu" in message  # lists the known names
 
 

@@ -4,7 +4,7 @@ Profiles are data files (``profiles/<name>.yaml``) validated by :class:`TargetPr
 :func:`load_target` finds one by name or reads a user's own YAML file.
 """
 
-from edgekd.targets.profile import NUMERIC_FIELDS, TargetProfile
+from edgekd.targets.profile import LATENCY_MODEL_FIELDS, NUMERIC_FIELDS, TargetProfile
 from edgekd.targets.registry import list_targets, load_target, target_names
 
-__all__ = ["NUMERIC_FIELDS", "TargetProfile", "list_targets", "load_target", "target_names"]
+__all__ = ["LATENCY_MODEL_FIELDS", "NUMERIC_FIELDS", "TargetProfile", "list_targets", "load_target", "target_names"]

@@ -19,11 +19,27 @@ Precision = Literal["fp32", "fp16", "int8"]
 NUMERIC_FIELDS = (
     "int8_tops_dense",
     "int8_tops_sparse",
+    "gpu_int8_tops_dense",
     "fp16_tflops",
+    "tf32_tflops",
     "fp32_tflops",
     "memory_bandwidth_gbs",
     "dla_cores",
     "max_batch",
+    "compute_efficiency",
+    "int8_efficiency",
+    "memory_efficiency",
+    "kernel_overhead_us",
+    "run_overhead_us",
+)
+# The latency model's own figures (edgekd/targets/latency.py); a profile may leave them null and
+# get the defaults for its kind, which latency.py labels as edgekd defaults.
+LATENCY_MODEL_FIELDS = (
+    "compute_efficiency",
+    "int8_efficiency",
+    "memory_efficiency",
+    "kernel_overhead_us",
+    "run_overhead_us",
 )
 
 
@@ -38,16 +54,30 @@ class TargetProfile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(min_length=1)
+    aliases: list[str] = Field(default_factory=list)  # other names users may type for this target
     display_name: str = ""
     kind: Kind
     runtime: Runtime
     precision: Precision
     int8_tops_dense: float | None = Field(default=None, ge=0)
     int8_tops_sparse: float | None = Field(default=None, ge=0)
-    fp16_tflops: float | None = Field(default=None, ge=0)
+    # INT8 of the GPU alone where int8_tops_* are module totals that include the DLAs (a TensorRT
+    # engine runs on the GPU); null when int8_tops_dense is the GPU's own figure.
+    gpu_int8_tops_dense: float | None = Field(default=None, ge=0)
+    fp16_tflops: float | None = Field(default=None, ge=0)  # dense FP16 (tensor cores where present), GPU only
+    # dense TF32 tensor throughput: TensorRT runs FP32 layers as TF32 by default on Ampere and later
+    tf32_tflops: float | None = Field(default=None, ge=0)
     fp32_tflops: float | None = Field(default=None, ge=0)
     memory_bandwidth_gbs: float | None = Field(default=None, ge=0)
     dla_cores: int | None = Field(default=None, ge=0)
+    # Latency model (roofline) parameters: fraction of peak compute reached by large convolutions,
+    # the same for INT8 kernels, fraction of the memory bandwidth reached, fixed cost per kernel and
+    # per inference call (microseconds). Null: the edgekd default for the profile's kind.
+    compute_efficiency: float | None = Field(default=None, gt=0, le=1)
+    int8_efficiency: float | None = Field(default=None, gt=0, le=1)
+    memory_efficiency: float | None = Field(default=None, gt=0, le=1)
+    kernel_overhead_us: float | None = Field(default=None, ge=0)
+    run_overhead_us: float | None = Field(default=None, ge=0)
     compute_capability: str | None = None
     jetpack: list[str] = Field(default_factory=list)
     tensorrt: list[str] = Field(default_factory=list)

@@ -58,9 +58,29 @@ def _bundled() -> dict[str, TargetProfile]:
     return profiles
 
 
+@functools.cache
+def _aliases() -> dict[str, str]:
+    """Alias -> canonical name of the bundled profiles (e.g. jetson-orin-nano -> jetson-orin-nano-8gb)."""
+    out: dict[str, str] = {}
+    for profile in _bundled().values():
+        for alias in profile.aliases:
+            if alias in _bundled() or alias in out:  # a packaging bug, not a user error
+                raise ValueError(f"alias {alias!r} of {profile.name} is already taken")
+            out[alias] = profile.name
+    return out
+
+
 def target_names() -> list[str]:
-    """Names of the bundled targets, sorted."""
+    """Names of the bundled targets, sorted (aliases not included; see :func:`canonical_name`)."""
     return sorted(_bundled())
+
+
+def canonical_name(name: str) -> str | None:
+    """The bundled profile name that ``name`` (a name or an alias, any case, ``_`` for ``-``) means."""
+    key = str(name).strip().lower().replace("_", "-")
+    if key in _bundled():
+        return key
+    return _aliases().get(key)
 
 
 def list_targets() -> list[TargetProfile]:
@@ -76,7 +96,8 @@ def _looks_like_path(name: str) -> bool:
 def load_target(name: str | os.PathLike) -> TargetProfile:
     """Return the profile for a bundled target name (e.g. ``jetson-orin-nano``) or a YAML file path.
 
-    Names are matched case-insensitively with ``_`` read as ``-``. An unknown name raises an
+    Names and aliases are matched case-insensitively with ``_`` read as ``-`` (an alias gives the
+    profile of its canonical name, e.g. ``jetson-orin-nano`` -> ``jetson-orin-nano-8gb``). An unknown name raises an
     ``EdgekdError`` listing close matches and the known names.
     """
     if isinstance(name, os.PathLike) or _looks_like_path(str(name)):
@@ -95,9 +116,10 @@ def load_target(name: str | os.PathLike) -> TargetProfile:
         return _parse_profile(text, str(path))
     key = str(name).strip().lower().replace("_", "-")
     profiles = _bundled()
-    if key in profiles:
-        return profiles[key]
-    close = difflib.get_close_matches(key, list(profiles), n=3, cutoff=0.5)
+    found = canonical_name(key)
+    if found is not None:
+        return profiles[found]
+    close = difflib.get_close_matches(key, list(profiles) + list(_aliases()), n=3, cutoff=0.5)
     hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
     raise EdgekdError(
         f"unknown target {str(name)!r}; {hint}known targets: {', '.join(target_names())} "
