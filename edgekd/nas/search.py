@@ -77,8 +77,14 @@ class Search:
             self._costs[key] = spec_cost(spec, self.target, self.input_shape, self.precision)
         return self._costs[key]
 
-    def resolve_budget(self) -> tuple[float, Cost]:
-        t_cost = teacher_cost(self.teacher_model, self.target, self.input_shape, self.precision)
+    def resolve_budget(self) -> tuple[float, Cost | None]:
+        """The budget and the teacher's cost (None when --latency-ms is given and the teacher cannot be read)."""
+        try:
+            t_cost = teacher_cost(self.teacher_model, self.target, self.input_shape, self.precision)
+        except EdgekdError:
+            if self.config.latency_ms is None:
+                raise
+            return float(self.config.latency_ms), None
         budget = self.config.latency_ms or self.config.latency_ratio * t_cost.latency_ms
         return float(budget), t_cost
 
@@ -110,8 +116,8 @@ class Search:
         return rec
 
     # -- the three kinds of candidate --------------------------------------------------------
-    def _teacher_row(self, t_cost: Cost, done: dict[str, dict[str, Any]]) -> None:
-        if not any(r.get("kind") == "teacher" for r in done.values()):
+    def _teacher_row(self, t_cost: Cost | None, done: dict[str, dict[str, Any]]) -> None:
+        if t_cost is not None and not any(r.get("kind") == "teacher" for r in done.values()):
             self._record(
                 "teacher", "teacher", {"name": "teacher"}, t_cost, "reference", proxy_top1=self.proxy.teacher_top1()
             )
@@ -196,7 +202,7 @@ class Search:
         self.budget_ms, t_cost = self.resolve_budget()
         self.reporter.info(
             f"search: budget {self.budget_ms:.4g} ms on {self.target} ({self.precision}, batch 1, "
-            f"{t_cost.latency_source}); teacher {t_cost.latency_ms:.4g} ms"
+            + (f"{t_cost.latency_source}); teacher {t_cost.latency_ms:.4g} ms" if t_cost else "given)")
         )
         self._check_feasible()
         done = self.journal.by_key()
@@ -247,7 +253,7 @@ class Search:
                 f"student ({floor:.3g} ms, modelled); raise --latency-ms / --latency-ratio or pass --student"
             )
 
-    def finish(self, t_cost: Cost, seconds: float) -> dict[str, Any]:
+    def finish(self, t_cost: Cost | None, seconds: float) -> dict[str, Any]:
         records = self.journal.read()
         trained = [r for r in records if r.get("status") == "trained"]
         nas = [r for r in trained if r["kind"] == "nas" and r["latency_ms"] <= self.budget_ms]
@@ -285,8 +291,8 @@ class Search:
         nas_all = [r for r in records if r.get("kind") == "nas"]
         return {
             "budget_ms": self.budget_ms,
-            "teacher_latency_ms": t_cost.latency_ms,
-            "latency_source": t_cost.latency_source,
+            "teacher_latency_ms": t_cost.latency_ms if t_cost else None,
+            "latency_source": t_cost.latency_source if t_cost else sorted({r["latency_source"] for r in trained})[0],
             "target": self.target,
             "precision": self.precision,
             "strategy": self.config.strategy,
