@@ -32,16 +32,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import nni
-from nni.mutable import ensure_frozen
-from nni.nas import strategy as nni_strategy
-from nni.nas.evaluator import FunctionalEvaluator
-from nni.nas.experiment import NasExperiment
-from nni.nas.experiment.config import SequentialEngineConfig, TrainingServiceEngineConfig
-from nni.nas.nn.pytorch import LayerChoice, ModelSpace, Repeat
-from nni.nas.space import current_model, model_context
-from nni.nas.strategy.middleware import Chain, Filter
 from torch import nn
+
+with warnings.catch_warnings():
+    # NNI 3.0 predates torch 2.14 and warns that two of its new classes "are not nn.Modules"; harmless.
+    warnings.simplefilter("ignore", RuntimeWarning)
+    import nni
+    from nni.mutable import ensure_frozen
+    from nni.nas import strategy as nni_strategy
+    from nni.nas.evaluator import FunctionalEvaluator
+    from nni.nas.experiment import NasExperiment
+    from nni.nas.experiment.config import SequentialEngineConfig, TrainingServiceEngineConfig
+    from nni.nas.nn.pytorch import LayerChoice, ModelSpace, Repeat
+    from nni.nas.space import current_model, model_context
+    from nni.nas.strategy.middleware import Chain, Filter
 
 from edgekd.models.searchable import MBConv, NasMobileNet, NasResNet, ResBlock
 from edgekd.nas.space import block_variants, choices, mbv_channels, spec_from_sample

@@ -146,6 +146,13 @@ class Search:
 
     def _accept(self, sample: dict[str, Any]) -> bool:
         """NNI Filter: False (reject before training) when the estimated latency exceeds the budget."""
+        try:
+            return self._accept_inner(sample)
+        except BaseException as exc:
+            self._failure = self._failure or exc
+            raise
+
+    def _accept_inner(self, sample: dict[str, Any]) -> bool:
         spec = spec_from_sample(self.layout, sample)
         key = arch_key(spec)
         if key in self._submitted:
@@ -164,7 +171,18 @@ class Search:
         return False
 
     def _evaluate(self, model: Any) -> None:
-        """NNI evaluator (sequential engine): proxy-train the frozen candidate, report its score."""
+        """NNI evaluator (sequential engine): proxy-train the frozen candidate, report its score.
+
+        NNI's engine logs a Ctrl-C or an error in a trial and ends the experiment normally; the
+        exception is kept here and raised again once NNI returns, so a cut-off search fails (and
+        resumes) instead of finishing with fewer trials."""
+        try:
+            self._evaluate_inner(model)
+        except BaseException as exc:
+            self._failure = self._failure or exc
+            raise
+
+    def _evaluate_inner(self, model: Any) -> None:
         from edgekd.nas.nni_space import report
 
         spec = model.arch_spec
@@ -220,11 +238,14 @@ class Search:
             accept=self._accept,
             population=self.config.population,
         )
+        self._failure: BaseException | None = None
         if self.config.engine == "sequential":
             with tempfile.TemporaryDirectory(prefix="edgekd-nni-") as workdir:
                 nni_space.run_experiment(
                     self.layout, self._evaluate, strategy, trials=self.config.trials, workdir=Path(workdir)
                 )
+            if self._failure is not None:
+                raise self._failure
         else:
             context = self._write_trial_context()
             nni_space.run_experiment(
