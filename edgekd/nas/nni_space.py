@@ -259,5 +259,14 @@ def run_experiment(
                 f"starting NNI's manager (a web server on port {port}, listening on ALL network interfaces) for "
                 f"{concurrency} parallel trials; stop it with Ctrl-C; use the default sequential engine to avoid it"
             )
-        exp.run(port=port, wait_completion=True)
+        try:
+            exp.run(port=port, wait_completion=True)
+        except Exception as exc:  # noqa: BLE001 - NNI's manager failing to start is the user's setup to fix
+            from edgekd.errors import EdgekdError
+
+            first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+            raise EdgekdError(
+                f"NNI's training service failed ({first}); see the logs under {workdir}, or use the default "
+                "sequential engine (--engine sequential)"
+            ) from None
     exp.stop()
