@@ -160,7 +160,13 @@ def main() -> None:
     atomic_write_text(args.results / f"{name}.md", "\n".join(lines))
     atomic_write_json(
         args.results / f"{name}.json",
-        {"metrics": m, "seconds": seconds, "cpu_seconds": cpu_seconds, "checks": checks, "records": records},
+        {
+            "metrics": m,
+            "seconds": seconds,
+            "cpu_seconds": cpu_seconds,
+            "checks": checks,
+            "records": [r for r in records if r["status"] != "rejected"],
+        },
     )
     print("\n".join(lines))
 
