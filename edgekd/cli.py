@@ -327,7 +327,10 @@ def compress(
             run.write_config(cfg)
             reporter.info(f"edgekd {__version__}: run directory {out} (target {profile.display_name})")
 
-        stages = [s for s in registered_stages() if s in COMPRESS_STAGES]
+        from edgekd.stages.search import search_active
+
+        # The search runs only without --student (and with search.enabled).
+        stages = [s for s in registered_stages() if s in COMPRESS_STAGES and (s != "search" or search_active(cfg))]
         _run_pipeline(run, cfg, stages, resume, reporter, prepare)
         _emit_summary(run, as_json)
     except EdgekdError:

@@ -87,9 +87,10 @@ def _run(tmp_path: Path, teacher: Path, stages: list[str], resume: bool = False,
 
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory, digits_teacher):
-    """teacher -> search (3 trials, 1 proxy epoch on 200 images) -> distill (1 epoch) on digits."""
+    """teacher -> search (3 trials, 1 proxy epoch on 200 images) -> distill (1 epoch) on digits; distill
+    takes the found student (and its fingerprint the sha256 of best_arch.json)."""
     tmp = tmp_path_factory.mktemp("search")
-    run = _run(tmp, digits_teacher, ["distill"], **{"distill.epochs": 1, "search.latency_ratio": 0.6})
+    run = _run(tmp, digits_teacher, ["search", "distill"], **{"distill.epochs": 1, "search.latency_ratio": 0.6})
     return run
 
 
@@ -188,3 +189,11 @@ def test_search_options_reach_the_config(cli, tmp_path):
     assert "--engine" in cli("search", "--help").output
     with pytest.raises(EdgekdError, match="search.strategy"):
         build_config(None, {"search.strategy": "grid"})
+
+
+def test_distill_fingerprint_follows_the_found_student(searched):
+    from edgekd.stages.common import searched_arch_input
+
+    cfg = build_config(None, {"student.arch": "auto"})
+    assert searched_arch_input(cfg, searched)["search_best_arch_sha256"]
+    assert searched_arch_input(build_config(None, {"student.arch": "cnn_tiny"}), searched) == {}

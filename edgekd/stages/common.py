@@ -138,6 +138,16 @@ def student_arch(
     return found if found is not None else suggest_student(teacher.arch, data.input_shape)
 
 
+def searched_arch_input(config: RunConfig, run: RunDir) -> dict[str, Any]:
+    """Distill's fingerprint input from the search: the sha256 of the best_arch.json it would use.
+
+    (The search is not in distill's ``needs``: with --student it does not run at all.)"""
+    path = run.stage_dir("search") / "best_arch.json"
+    if config.student.arch != "auto" or searched_arch(run) is None:
+        return {}
+    return {"search_best_arch_sha256": sha256_file(path)}
+
+
 def searched_arch(run: RunDir) -> dict[str, Any] | None:
     """The arch spec in ``search/best_arch.json`` of a finished search stage, else None."""
     import json

@@ -27,6 +27,7 @@ from edgekd.stages.common import (
     input_spec,
     normalization_from_teacher_json,
     probe_logits,
+    searched_arch_input,
     student_arch,
 )
 
@@ -35,7 +36,11 @@ from edgekd.stages.common import (
 class DistillStage(Stage):
     name = "distill"
     config_keys = ("data", "student", "distill", "seed", "device")
-    needs = ("teacher", "search")
+    needs = ("teacher",)
+
+    def external_inputs(self, config, run):
+        """The searched student, when "auto" takes it from search/best_arch.json (its sha256)."""
+        return searched_arch_input(config, run)
 
     def check(self, config, run):
         """The student builds and takes the data's images; the methods build."""
