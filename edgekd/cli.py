@@ -37,7 +37,7 @@ app = typer.Typer(
 )
 stdout = Console(highlight=False, soft_wrap=True)
 
-COMPRESS_STAGES = ["teacher", "distill", "export", "bench"]
+COMPRESS_STAGES = ["teacher", "search", "distill", "export", "bench"]
 
 
 def _version(value: bool) -> None:
@@ -151,6 +151,32 @@ def _methods_overrides(spec: str | None) -> dict[str, Any]:
     return {"distill.methods": methods, "distill.ce_weight": default_ce_weight(names)}
 
 
+# ---- search options (issue 4) ----------------------------------------------------------------
+LatencyMsOpt = Annotated[
+    float | None,
+    typer.Option("--latency-ms", help="Search: latency budget in ms on the target (modelled, batch 1)."),
+]
+LatencyRatioOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--latency-ratio", help="Search: budget as a fraction of the teacher's estimated latency (default 0.5)."
+    ),
+]
+TrialsOpt = Annotated[int | None, typer.Option("--trials", help="Search: candidates to train (default 20).")]
+StrategyOpt = Annotated[
+    str | None, typer.Option("--strategy", help="Search strategy: evolution (default), random or tpe.")
+]
+
+
+def _search_overrides(latency_ms, latency_ratio, trials, strategy) -> dict[str, Any]:
+    return {
+        "search.latency_ms": latency_ms,
+        "search.latency_ratio": latency_ratio,
+        "search.trials": trials,
+        "search.strategy": strategy,
+    }
+
+
 def _overrides(pairs: dict[str, Any], sets: list[str] | None) -> dict[str, Any]:
     out = {k: v for k, v in pairs.items() if v is not None}
     for item in sets or []:
@@ -246,7 +272,7 @@ def compress(
         typer.Option(
             "--student",
             "-s",
-            help="Student architecture (zoo name or tv:NAME); default: the usual student for the teacher.",
+            help="Student architecture (zoo name or tv:NAME); default: searched (NNI, latency-bounded).",
         ),
     ] = None,
     config: Annotated[
@@ -284,14 +310,20 @@ def compress(
     scheme: SchemeOpt = None,
     assistant: AssistantOpt = None,
     data_free: DataFreeOpt = False,
+    latency_ms: LatencyMsOpt = None,
+    latency_ratio: LatencyRatioOpt = None,
+    trials: TrialsOpt = None,
+    strategy: StrategyOpt = None,
     set_: SetOpt = None,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Teacher in, small fast student out: distil, export to ONNX, benchmark, report.
 
-    Runs the stages teacher -> distill -> export -> bench in one run directory and prints the
-    accuracy / latency / size table. Rerun with --resume to continue an interrupted run.
+    Runs the stages teacher -> search -> distill -> export -> bench in one run directory and prints
+    the accuracy / latency / size table. Without --student, the search finds the student: the best
+    model the teacher can teach within the latency budget on the target. Rerun with --resume to
+    continue an interrupted run.
     """
     from edgekd.pipeline import RunDir, library_versions, registered_stages
     from edgekd.targets import load_target
@@ -312,6 +344,7 @@ def compress(
             "device": device,
             **_scheme_overrides(scheme, assistant, data_free),
             **_methods_overrides(methods),
+            **_search_overrides(latency_ms, latency_ratio, trials, strategy),
         },
         set_,
     )
@@ -354,7 +387,10 @@ def compress(
             run.write_config(cfg)
             reporter.info(f"edgekd {__version__}: run directory {out} (target {profile.display_name})")
 
-        stages = [s for s in registered_stages() if s in COMPRESS_STAGES]
+        from edgekd.stages.search import search_active
+
+        # The search runs only without --student (and with search.enabled).
+        stages = [s for s in registered_stages() if s in COMPRESS_STAGES and (s != "search" or search_active(cfg))]
         _run_pipeline(run, cfg, stages, resume, reporter, prepare)
         _emit_summary(run, as_json)
     except EdgekdError:
@@ -419,6 +455,48 @@ def distill(
         set_,
     )
     _stage_command("distill", run_dir, overrides, resume, quiet, as_json)
+
+
+@app.command()
+@handles_errors
+def search(
+    run_dir: RunDirArg,
+    latency_ms: LatencyMsOpt = None,
+    latency_ratio: LatencyRatioOpt = None,
+    trials: TrialsOpt = None,
+    strategy: StrategyOpt = None,
+    engine: Annotated[
+        str | None,
+        typer.Option(
+            "--engine",
+            help="sequential (default: one process, no server) or nni-local (NNI's training service; starts "
+            "NNI's manager, a web server listening on ALL network interfaces).",
+        ),
+    ] = None,
+    concurrency: Annotated[
+        int | None, typer.Option("--concurrency", help="Parallel trials with --engine nni-local.")
+    ] = None,
+    proxy_epochs: Annotated[int | None, typer.Option("--proxy-epochs", help="KD epochs per candidate.")] = None,
+    resume: ResumeOpt = False,
+    set_: SetOpt = None,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """(Re)run the student search: NNI proposes students, those over the latency budget are rejected
+    before training, the rest get a short KD training from the teacher. Writes search/trials.jsonl,
+    best_arch.json (the student distill uses) and pareto.png. Sets student.arch to auto."""
+    overrides = _overrides(
+        {
+            "student.arch": "auto",
+            "search.enabled": True,
+            "search.engine": engine,
+            "search.concurrency": concurrency,
+            "search.proxy_epochs": proxy_epochs,
+            **_search_overrides(latency_ms, latency_ratio, trials, strategy),
+        },
+        set_,
+    )
+    _stage_command("search", run_dir, overrides, resume, quiet, as_json)
 
 
 @app.command()

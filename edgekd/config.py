@@ -275,6 +275,34 @@ class BenchConfig(_Strict):
     throughput_runs: int = Field(12, ge=3)
 
 
+# ---- search (issue 4: teacher-guided, latency-bounded student search with NNI) ----------------
+class SearchConfig(_Strict):
+    """The NAS stage: runs when ``student.arch`` is "auto" (no --student) and ``enabled`` is set.
+
+    The latency budget is ``latency_ms``, else ``latency_ratio`` times the teacher's estimated
+    latency on the run's target at ``precision`` (default: the target's own precision).
+    """
+
+    enabled: bool = True  # False: no search; "auto" picks the usual hand-picked student
+    families: list[Literal["mbv", "resnet"]] = ["mbv", "resnet"]
+    strategy: Literal["evolution", "random", "tpe"] = "evolution"
+    trials: int = Field(20, ge=1)  # candidates trained (rejected ones are not counted)
+    latency_ms: float | None = Field(None, gt=0.0)
+    latency_ratio: float = Field(0.5, gt=0.0)  # used when latency_ms is not set
+    precision: Literal["fp32", "fp16", "int8"] | None = None
+    proxy_epochs: int = Field(5, ge=1)
+    proxy_train_samples: int | None = Field(1000, ge=10)
+    proxy_val_samples: int | None = Field(1000, ge=10)
+    proxy_batch_size: int = Field(32, ge=1)
+    proxy_lr: float = Field(0.05, gt=0.0)
+    population: int | None = Field(None, ge=2)  # evolution; None: trials // 2, between 4 and 20
+    compare_zoo: list[str] | None = None  # hand-picked students scored on the same proxy; None: by input size
+    threads: int | None = Field(None, ge=1)  # torch threads during the search (1 suits tiny proxies); None: as is
+    engine: Literal["sequential", "nni-local"] = "sequential"
+    concurrency: int = Field(1, ge=1)  # nni-local only
+    port: int = Field(8745, ge=1024, le=65535)  # nni-local only: NNI's manager (listens on all interfaces)
+
+
 class RunConfig(_Strict):
     """Everything one ``edgekd compress`` run uses; written to ``RUN_DIR/config.yaml``."""
 
@@ -287,6 +315,7 @@ class RunConfig(_Strict):
     distill: DistillConfig = DistillConfig()
     export: ExportConfig = ExportConfig()
     bench: BenchConfig = BenchConfig()
+    search: SearchConfig = SearchConfig()
 
 
 def _format_error(err: ValidationError, prefix: str) -> str:

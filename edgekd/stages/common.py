@@ -20,7 +20,8 @@ from edgekd.models.checkpoint import LoadedModel, load_model_file
 from edgekd.pipeline import RunDir, StageContext
 
 # Hand-picked students for known teachers (the pairs of RepDistiller's and mdistiller's tables).
-# Used when no --student is given; the NAS stage replaces this choice once it is registered.
+# Used when no --student is given and the search stage did not run (search.enabled false); also
+# scored by the search as a hand-picked comparison.
 SUGGESTED_STUDENTS = {
     "resnet56": "resnet20",
     "resnet110": "resnet32",
@@ -126,9 +127,35 @@ def checked_teacher(ctx: StageContext) -> tuple[LoadedModel, DataBundle]:
     return checked_teacher_for(ctx.run, ctx.config)
 
 
-def student_arch(config: RunConfig, teacher: LoadedModel, data: DataBundle) -> str | dict[str, Any]:
+def student_arch(
+    config: RunConfig, teacher: LoadedModel, data: DataBundle, run: RunDir | None = None
+) -> str | dict[str, Any]:
+    """The named student; for "auto", the search's ``best_arch.json`` when the search ran, else the usual pick."""
     arch = config.student.arch
-    return suggest_student(teacher.arch, data.input_shape) if arch == "auto" else arch
+    if arch != "auto":
+        return arch
+    found = searched_arch(run) if run is not None else None
+    return found if found is not None else suggest_student(teacher.arch, data.input_shape)
+
+
+def searched_arch_input(config: RunConfig, run: RunDir) -> dict[str, Any]:
+    """Distill's fingerprint input from the search: the sha256 of the best_arch.json it would use.
+
+    (The search is not in distill's ``needs``: with --student it does not run at all.)"""
+    path = run.stage_dir("search") / "best_arch.json"
+    if config.student.arch != "auto" or searched_arch(run) is None:
+        return {}
+    return {"search_best_arch_sha256": sha256_file(path)}
+
+
+def searched_arch(run: RunDir) -> dict[str, Any] | None:
+    """The arch spec in ``search/best_arch.json`` of a finished search stage, else None."""
+    import json
+
+    path = run.stage_dir("search") / "best_arch.json"
+    if run.stage_record("search").get("status") != "done" or not path.is_file():
+        return None
+    return json.loads(path.read_text())["arch"]
 
 
 def teacher_external_inputs(config: RunConfig, run: RunDir) -> dict[str, Any]:

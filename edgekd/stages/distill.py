@@ -36,6 +36,7 @@ from edgekd.stages.common import (
     input_spec,
     normalization_from_teacher_json,
     probe_logits,
+    searched_arch_input,
     student_arch,
 )
 
@@ -46,10 +47,14 @@ class DistillStage(Stage):
     config_keys = ("data", "student", "distill", "seed", "device")
     needs = ("teacher",)
 
+    def external_inputs(self, config, run):
+        """The searched student, when "auto" takes it from search/best_arch.json (its sha256)."""
+        return searched_arch_input(config, run)
+
     def check(self, config, run):
         """The student builds and takes the data's images; the methods build."""
         teacher, data = checked_teacher_for(run, config)
-        arch = student_arch(config, teacher, data)
+        arch = student_arch(config, teacher, data, run)
         student = create_model(arch, num_classes=len(data.classes), in_channels=data.input_shape[0])
         probe_logits(
             student,
@@ -90,8 +95,12 @@ class DistillStage(Stage):
         teacher, data = checked_teacher(ctx)
         norm = normalization_from_teacher_json(ctx.upstream("teacher"))
         device = resolve_device(cfg.device)
-        arch = student_arch(cfg, teacher, data)
-        if cfg.student.arch == "auto":
+        arch = student_arch(cfg, teacher, data, ctx.run)
+        if cfg.student.arch == "auto" and isinstance(arch, dict):
+            ctx.reporter.info(
+                f"distill: no --student given; using the searched student {arch['name']} (search/best_arch.json)"
+            )
+        elif cfg.student.arch == "auto":
             ctx.reporter.info(f"distill: no --student given; using {arch}, the usual student for this teacher")
         spec_in = input_spec(data, norm)
 
