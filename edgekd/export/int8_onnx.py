@@ -267,3 +267,24 @@ def export_int8(
 
 def onnx_dtype_name(elem_type: int) -> str:
     return TensorProto.DataType.Name(elem_type)
+
+
+def export_fp32_folded(
+    qm: QuantizedModel, path: str | Path, *, input_shape: tuple[int, int, int], opset: int = 17
+) -> Path:
+    """The BN-folded FP32 ONNX of ``qm`` (every quantizer off): the baseline that ORT's PTQ starts from."""
+    from edgekd.export.onnx_export import export_onnx
+
+    path = Path(path)
+    skipped = list(qm.skipped)
+    qm.enable_only(None)
+    tmp = path.with_name(f".{path.stem}.raw.onnx")
+    try:
+        with qm.float_weights():
+            export_onnx(qm.cpu().eval(), tmp, input_shape=input_shape, opset=opset)
+        model = onnx.load(str(tmp))
+    finally:
+        qm.set_skipped(skipped)
+        tmp.unlink(missing_ok=True)
+    constants_to_initializers(model)
+    return _save(model, path)
