@@ -25,6 +25,7 @@ How the files are made (all from one scale table, :meth:`QuantizedModel.scale_ta
 from __future__ import annotations
 
 import hashlib
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -235,7 +236,9 @@ def export_int8(
     float_path = trt_path.with_name(f".{trt_path.stem}.qdq-float.onnx")
     qm = qm.cpu().eval()
     try:
-        with qm.float_weights():
+        with qm.float_weights(), warnings.catch_warnings():
+            # the activation scales are Python floats on purpose: constants in the graph
+            warnings.filterwarnings("ignore", message=r".*Converting a tensor to a Python float.*")
             export_onnx(qm, float_path, input_shape=input_shape, opset=opset)
         model = onnx.load(str(float_path))
     finally:

@@ -57,6 +57,7 @@ def build_engine_script(
     max_batch: int | None = None,
     engine_name: str = "model.engine",
     fp16_fallback: bool = True,
+    int8: bool = True,
 ) -> str:
     """The text of a bash script that builds ``engine_name`` from ``onnx_name`` with ``trtexec``.
 
@@ -86,11 +87,17 @@ def build_engine_script(
     )
     ten_flags = "--int8 --fp16" if fp16_fallback else "--stronglyTyped"
     ten_why = "un-quantized layers kept: FP16 fallback" if fp16_fallback else "strongly typed, no precision flags"
+    eight_flags = "--int8 --fp16"
+    eight_why = "--int8 is needed for Q/DQ, --fp16 for layers left un-quantized"
+    if not int8:
+        eight_why = "FP16 engine"
+        ten_flags = eight_flags = "--fp16"
+        ten_why = "FP32 ONNX: FP16 engine"
     return f"""#!/usr/bin/env bash
 # Build a TensorRT engine for {profile.display_name} from the INT8 Q/DQ ONNX (explicit quantization).
 # Written by edgekd. Run it ON THE TARGET: engines are specific to the GPU model and TensorRT version.
 # Stacks of this target: {stacks}.
-# TensorRT 8.x: --int8 (needed for Q/DQ) --fp16 (fallback for layers left un-quantized).
+# TensorRT 8.x: {eight_flags} ({eight_why}).
 # TensorRT >= 10: {ten_flags} ({ten_why}).
 # Override: TRTEXEC=/path/to/trtexec, TRT_MAJOR=8|10, EXTRA_FLAGS="--useDLACore=0 --allowGPUFallback".
 set -euo pipefail
@@ -123,7 +130,7 @@ if [ "$TRT_MAJOR" -ge 10 ]; then
   PRECISION="{ten_flags}"
   SKIP="--skipInference"
 else
-  PRECISION="--int8 --fp16"
+  PRECISION="{eight_flags}"
   if [ "$TRT_MAJOR" -eq 8 ] && [ "$TRT_MINOR" -lt 6 ]; then SKIP="--buildOnly"; else SKIP="--skipInference"; fi
 fi
 
