@@ -283,7 +283,8 @@ def export_fp32_folded(
     qm.enable_only(None)
     tmp = path.with_name(f".{path.stem}.raw.onnx")
     try:
-        with qm.float_weights():
+        with qm.float_weights(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*Converting a tensor to a Python float.*")
             export_onnx(qm.cpu().eval(), tmp, input_shape=input_shape, opset=opset)
         model = onnx.load(str(tmp))
     finally:

@@ -37,6 +37,17 @@ class QuantizeStage(Stage):
     config_keys = ("quantize", "distill", "data", "seed", "device")
     needs = ("teacher", "distill")
 
+    def check(self, config, run):
+        """The student can be traced and quantized (before anything runs)."""
+        if not config.quantize.enabled:
+            return
+        from edgekd.models import create_model
+        from edgekd.stages.common import checked_teacher_for, student_arch
+
+        teacher, data = checked_teacher_for(run, config)
+        arch = student_arch(config, teacher, data)
+        prepare_int8(create_model(arch, num_classes=len(data.classes), in_channels=data.input_shape[0]))
+
     def run(self, ctx: StageContext) -> StageResult:
         q = ctx.config.quantize
         if not q.enabled:
