@@ -65,6 +65,9 @@ def test_calibrators_on_a_known_distribution():
     p = compute_amax(collector, "percentile", 99.0)
     assert 2.3 < p < 2.8  # 99th percentile of |N(0, 1)| is 2.576
     assert 1.5 < compute_amax(collector, "entropy") < 10.0  # KL clips the outlier instead of wasting the grid
+    relu = Collector()  # half the values exactly 0, as after a ReLU: the grid must still cover the tail
+    relu.update(torch.relu(torch.from_numpy(rng.standard_normal(200_000).astype(np.float32))))
+    assert 1.5 < compute_amax(relu, "entropy") <= relu.max
     plain = Collector()
     plain.update(torch.from_numpy(rng.standard_normal(200_000).astype(np.float32)))
     assert 2.0 < compute_amax(plain, "mse") < 0.95 * plain.max  # MSE trades a little clipping for resolution

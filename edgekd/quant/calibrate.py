@@ -69,7 +69,7 @@ def entropy_amax(values: np.ndarray, top: float, bins: int = 2048, levels: int =
         # merge the i bins into `levels` groups, then spread each group's mass over its non-zero bins
         starts = np.linspace(0, i, levels + 1).astype(int)[:-1]
         sizes = np.diff(np.append(starts, i))
-        mass = np.add.reduceat(p, starts)
+        mass = np.add.reduceat(hist[:i], starts)  # without the outliers, as TensorRT does
         nz_count = np.add.reduceat(nonzero.astype(np.float64), starts)
         q = np.repeat(np.divide(mass, nz_count, out=np.zeros_like(mass), where=nz_count > 0), sizes) * nonzero
         ps, qs = p / p.sum(), q / max(q.sum(), 1e-12)
