@@ -329,9 +329,10 @@ def markdown(res: dict) -> str:
         f"Machine: {h.get('cpu')}, {h.get('logical_cores')} logical cores, onnxruntime {h.get('onnxruntime')}, "
         f"torch {torch.__version__}. {res.get('load_note', '')}",
         "",
-        f"Command: `{res['command']}`",
-        "",
     ]
+    for part, c in (res.get("commands") or {"all": {"command": res["command"], "finished": "?"}}).items():
+        lines.append(f"Command ({part} part, finished {c['finished']}): `{c['command']}`")
+    lines.append("")
     return "\n".join(lines)
 
 
@@ -422,6 +423,10 @@ def main() -> None:
         loads.append(_load_avg())
     res["host"] = host_description()
     res["command"] = "python benchmarks/quantization.py " + " ".join(sys.argv[1:])
+    commands = res.setdefault("commands", {})
+    if args.part == "all":
+        commands.clear()
+    commands[args.part] = {"command": res["command"], "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     res["wall_seconds"] = round(time.perf_counter() - t0, 1)
     res["load_note"] = (
         f"1-minute load average during this run: {', '.join(loads)} on 2 cores (other engineers' jobs shared the "
