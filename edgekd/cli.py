@@ -37,7 +37,7 @@ app = typer.Typer(
 )
 stdout = Console(highlight=False, soft_wrap=True)
 
-COMPRESS_STAGES = ["teacher", "search", "distill", "export", "bench"]
+COMPRESS_STAGES = ["teacher", "search", "distill", "quantize", "export", "bench"]
 
 
 def _version(value: bool) -> None:
@@ -314,16 +314,27 @@ def compress(
     latency_ratio: LatencyRatioOpt = None,
     trials: TrialsOpt = None,
     strategy: StrategyOpt = None,
+    no_quantize: Annotated[
+        bool, typer.Option("--no-quantize", help="Skip INT8: keep the student in FP32 (FP16 on TensorRT).")
+    ] = False,
+    qat_teacher: Annotated[
+        bool,
+        typer.Option("--qat-teacher", help="INT8 QAT distils from the original teacher instead of the FP32 student."),
+    ] = False,
+    max_drop: Annotated[
+        float | None,
+        typer.Option("--max-drop", help="Largest INT8 top-1 drop in points (default 1.0); more keeps layers in float."),
+    ] = None,
     set_: SetOpt = None,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Teacher in, small fast student out: distil, export to ONNX, benchmark, report.
 
-    Runs the stages teacher -> search -> distill -> export -> bench in one run directory and prints
-    the accuracy / latency / size table. Without --student, the search finds the student: the best
-    model the teacher can teach within the latency budget on the target. Rerun with --resume to
-    continue an interrupted run.
+    Runs the stages teacher -> search -> distill -> quantize -> export -> bench in one run directory
+    and prints the accuracy / latency / size table. Without --student, the search finds the student:
+    the best model the teacher can teach within the latency budget on the target. Rerun with --resume
+    to continue an interrupted run.
     """
     from edgekd.pipeline import RunDir, library_versions, registered_stages
     from edgekd.targets import load_target
@@ -345,6 +356,9 @@ def compress(
             **_scheme_overrides(scheme, assistant, data_free),
             **_methods_overrides(methods),
             **_search_overrides(latency_ms, latency_ratio, trials, strategy),
+            "quantize.enabled": False if no_quantize else None,
+            "quantize.teacher": "teacher" if qat_teacher else None,
+            "quantize.max_drop": max_drop,
         },
         set_,
     )
@@ -529,6 +543,45 @@ def bench(
     """(Re)run the bench stage: ONNX accuracy, latency p50/p90/p99, throughput and size, teacher vs student."""
     overrides = _overrides({"bench.threads": threads, "bench.runs": runs}, set_)
     _stage_command("bench", run_dir, overrides, resume, quiet, as_json)
+
+
+@app.command()
+@handles_errors
+def quantize(
+    run_dir: RunDirArg,
+    mode: Annotated[str | None, typer.Option("--mode", help="qat (default) or ptq (calibration only).")] = None,
+    calibrator: Annotated[
+        str | None, typer.Option("--calibrator", help="max (default), percentile, entropy or mse.")
+    ] = None,
+    epochs: Annotated[
+        int | None, typer.Option("--epochs", help="QAT epochs (default: 10% of the distill epochs, at least 1).")
+    ] = None,
+    max_drop: Annotated[
+        float | None,
+        typer.Option("--max-drop", help="Largest top-1 drop in points; more keeps the most sensitive layers in float."),
+    ] = None,
+    qat_teacher: Annotated[
+        bool, typer.Option("--qat-teacher", help="Distil from the original teacher instead of the FP32 student.")
+    ] = False,
+    resume: ResumeOpt = False,
+    set_: SetOpt = None,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """(Re)run the quantize stage: INT8 by quantization-aware distillation (or PTQ), with a
+    per-layer sensitivity analysis and mixed precision within --max-drop."""
+    overrides = _overrides(
+        {
+            "quantize.enabled": True,
+            "quantize.mode": mode,
+            "quantize.calibrator": calibrator,
+            "quantize.epochs": epochs,
+            "quantize.max_drop": max_drop,
+            "quantize.teacher": "teacher" if qat_teacher else None,
+        },
+        set_,
+    )
+    _stage_command("quantize", run_dir, overrides, resume, quiet, as_json)
 
 
 # ---- train-teacher ---------------------------------------------------------------------------

@@ -301,6 +301,26 @@ class SearchConfig(_Strict):
     engine: Literal["sequential", "nni-local"] = "sequential"
     concurrency: int = Field(1, ge=1)  # nni-local only
     port: int = Field(8745, ge=1024, le=65535)  # nni-local only: NNI's manager (listens on all interfaces)
+class QuantizeConfig(_Strict):
+    """Stage ``quantize``: INT8 by quantization-aware distillation (or PTQ), see edgekd/quant/."""
+
+    enabled: bool = True  # False (--no-quantize): the stage records "off" and export writes FP32 only
+    mode: Literal["qat", "ptq"] = "qat"
+    calibrator: Literal["max", "percentile", "entropy", "mse"] = "max"
+    percentile: float = Field(99.99, gt=50.0, le=100.0)  # for calibrator "percentile"
+    calib_batches: int = Field(8, ge=1)  # N calibration batches of training images (no augmentation)
+    calib_batch_size: int = Field(64, ge=1)
+    epochs: int | None = Field(None, ge=1)  # QAT epochs; None: 10% of distill.epochs, at least 1
+    lr: float | None = Field(None, gt=0.0)  # QAT learning rate; None: 10% of distill.lr
+    teacher: Literal["student", "teacher"] = "student"  # QAT teacher: the FP32 student or the original teacher
+    ce_weight: float = Field(0.1, ge=0.0)
+    kd_weight: float = Field(0.9, ge=0.0)
+    temperature: float = Field(4.0, gt=0.0)
+    sensitivity: bool = True  # per-layer sensitivity analysis (top-1 drop of quantizing each layer alone)
+    sensitivity_samples: int = Field(2000, ge=1)  # validation images it uses
+    max_drop: float | None = Field(1.0, ge=0.0)  # top-1 points; keep sensitive layers in float until within
+    parity_min_agreement: float = Field(0.99, ge=0.0, le=1.0)  # fake quant vs ONNX Runtime, validation split
+    flavour_min_agreement: float = Field(0.995, ge=0.0, le=1.0)  # TensorRT flavour vs CPU flavour
 
 
 class RunConfig(_Strict):
@@ -316,6 +336,7 @@ class RunConfig(_Strict):
     export: ExportConfig = ExportConfig()
     bench: BenchConfig = BenchConfig()
     search: SearchConfig = SearchConfig()
+    quantize: QuantizeConfig = QuantizeConfig()
 
 
 def _format_error(err: ValidationError, prefix: str) -> str:

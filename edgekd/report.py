@@ -86,6 +86,7 @@ def build_report(run: RunDir, stale: list[str] | None = None) -> str:
             f"{_num(p.get('max_abs_diff'), '.2e')}, top-1 agreement {_num(100 * p['top1_agreement'], '.1f')}%.",
             "",
         ]
+    out += _int8_section(run, stages)  # issue 5
     out += ["## Stages", "", "| stage | status | seconds | outputs |", "|---|---|---:|---|"]
     for name, rec in stages.items():
         outputs = ", ".join(f"`{Path(p).name}`" for p in (rec.get("outputs") or {}))
@@ -125,3 +126,45 @@ def _scheme_lines(distill: dict[str, Any]) -> list[str]:
     if cache:
         out.append(f"Teacher output cache: {cache['hits']} hits, {cache['misses']} misses ({cache['dir']}).")
     return out + [""] if out else out
+# ---- INT8 (issue 5) ----------------------------------------------------------------------------
+def _int8_section(run: RunDir, stages: dict[str, Any]) -> list[str]:
+    """INT8 beside FP32: accuracy (PyTorch), the two ONNX flavours, bytes, parity, layers kept in float."""
+    q = stages.get("quantize", {}).get("metrics") or {}
+    if not q:
+        return []
+    if q.get("mode") == "off":
+        return ["INT8: skipped (--no-quantize); the student is exported in FP32.", ""]
+    out = ["## INT8", "", "| model | top-1 (PyTorch, validation) | ONNX file | bytes |", "|---|---:|---|---:|"]
+    export = run.path / "export"
+
+    def size(name: str) -> str:
+        p = export / name
+        return f"{p.stat().st_size:,}" if p.is_file() else "-"
+
+    out.append(f"| student FP32 | {_pct(q.get('fp32_val_top1'))} | model_fp32.onnx | {size('model_fp32.onnx')} |")
+    out.append(
+        f"| student INT8 ({q.get('mode')}, {q.get('calibrator')} calibration) | {_pct(q.get('val_top1'))} | "
+        f"model_int8_cpu.onnx (ONNX Runtime CPU) | {size('model_int8_cpu.onnx')} |"
+    )
+    out.append(f"| same, TensorRT flavour | | model_int8.onnx | {size('model_int8.onnx')} |")
+    out.append("")
+    line = (
+        f"INT8 top-1 {-q.get('drop_points', 0):+.2f} points against FP32 (calibration alone: "
+        f"{_pct(q.get('ptq_val_top1'))}); {q.get('quantized_layers')} of {q.get('layers')} layers in INT8"
+    )
+    if q.get("float_layers"):
+        line += f", kept in float (FP16 on TensorRT) to stay within {q.get('max_drop_points')} points: " + ", ".join(
+            f"`{n}`" for n in q["float_layers"]
+        )
+    out += [line + ".", ""]
+    parity = _read_json(export / "parity.json") or {}
+    if parity.get("student_int8_cpu"):
+        out += [
+            f"INT8 parity on {parity['student_int8_cpu']['samples']} validation images (top-1 agreement): fake quant "
+            f"vs cpu flavour {100 * parity['student_int8_cpu']['top1_agreement']:.2f}%, vs TensorRT flavour "
+            f"{100 * parity['student_int8_trt']['top1_agreement']:.2f}%, the two flavours "
+            f"{100 * parity['int8_flavours']['top1_agreement']:.2f}%. Build a TensorRT engine on the target with "
+            "`export/build_engine.sh`.",
+            "",
+        ]
+    return out

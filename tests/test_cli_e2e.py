@@ -56,7 +56,7 @@ def compressed(tmp_path_factory, cli, digits_teacher):
 def test_manifest_records_every_stage(compressed):
     out, summary = compressed
     manifest = json.loads((out / "manifest.json").read_text())
-    assert list(manifest["stages"]) == ["teacher", "distill", "export", "bench"]
+    assert list(manifest["stages"]) == ["teacher", "distill", "quantize", "export", "bench"]
     assert manifest["target"] == "jetson-orin-nano" and manifest["versions"]["onnxruntime"]
     assert manifest["target_profile"]["runtime"] == "tensorrt" and manifest["target_profile"]["precision"] == "int8"
     for rec in manifest["stages"].values():

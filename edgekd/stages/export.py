@@ -6,6 +6,14 @@ ONNX Runtime is compared with PyTorch on ``export.parity_samples`` real validati
 agreement is outside the configured tolerance. The teacher is exported too
 (``teacher_fp32.onnx``) so the bench compares like with like; a teacher that cannot be exported
 is recorded with its reason and does not fail the stage.
+
+INT8 (issue 5): when the quantize stage made ``quantize/student_int8.pt``, the stage also writes
+``model_int8.onnx`` (TensorRT flavour, checked against TensorRT's explicit-quantization rules) and
+``model_int8_cpu.onnx`` (ONNX Runtime CPU flavour, uint8 activations), both from the same scale
+table (edgekd/export/int8_onnx.py), compares both with the PyTorch fake-quant model on the whole
+validation split (``parity.json``: ``student_int8_cpu``, ``student_int8_trt``, ``int8_flavours``),
+and writes ``build_engine.sh`` (the ``trtexec`` command for the target) and, where TensorRT and a
+GPU are present, ``model.engine``.
 """
 
 from __future__ import annotations
@@ -27,8 +35,8 @@ from edgekd.stages.common import checked_teacher, normalization_from_teacher_jso
 @register_stage
 class ExportStage(Stage):
     name = "export"
-    config_keys = ("export", "data", "seed")
-    needs = ("teacher", "distill")
+    config_keys = ("export", "data", "seed", "quantize", "target")
+    needs = ("teacher", "distill", "quantize")
 
     def run(self, ctx: StageContext) -> StageResult:
         cfg = ctx.config.export
@@ -44,7 +52,9 @@ class ExportStage(Stage):
         }
         if cfg.export_teacher:
             parity["teacher"] = self._export_teacher(ctx, teacher.model, images, shape)
+        int8 = _export_int8(ctx, data, norm, shape, parity)  # issue 5: INT8 flavours + build_engine.sh
         atomic_write_json(ctx.dir / "parity.json", {k: _finite(v) for k, v in parity.items()})
+        _check_int8_parity(ctx, parity)
         result = parity["student"]
         ctx.reporter.info(
             f"export: ONNX vs PyTorch on {result['samples']} images: max |diff| {result['max_abs_diff']:.2e}, "
@@ -62,6 +72,7 @@ class ExportStage(Stage):
                 "parity_max_abs_diff": result["max_abs_diff"],
                 "parity_top1_agreement": result["top1_agreement"],
                 "teacher_exported": bool(parity.get("teacher", {}).get("passed")),
+                **int8,
             }
         )
 
@@ -98,3 +109,95 @@ def _parity_images(data, norm, n: int) -> torch.Tensor:
         if count >= n:
             break
     return torch.cat(batches)[:n]
+
+
+# ---- INT8 (issue 5) ----------------------------------------------------------------------------
+def _export_int8(ctx: StageContext, data, norm, shape, parity: dict[str, Any]) -> dict[str, Any]:
+    """Write both INT8 flavours, check the TensorRT rules and parity, write build_engine.sh."""
+    import numpy as np
+
+    from edgekd.export.int8_onnx import export_int8
+    from edgekd.export.ort_infer import run_onnx
+    from edgekd.export.tensorrt import build_engine, build_engine_script, tensorrt_available
+    from edgekd.export.trt_rules import assert_trt_rules
+    from edgekd.io import atomic_write_text
+    from edgekd.quant.checkpoint import load_int8
+    from edgekd.targets import load_target
+
+    profile = load_target(ctx.config.target)
+    int8_file = ctx.upstream("quantize") / "student_int8.pt"
+    if not int8_file.is_file():
+        script = build_engine_script("model_fp32.onnx", profile, input_name="input", input_shape=shape, int8=False)
+        atomic_write_text(ctx.dir / "build_engine.sh", script)
+        (ctx.dir / "build_engine.sh").chmod(0o755)
+        return {"int8": False}
+    qm, _ = load_int8(int8_file)
+    opset = max(13, ctx.config.export.opset)
+    trt_path, cpu_path = ctx.dir / "model_int8.onnx", ctx.dir / "model_int8_cpu.onnx"
+    info = export_int8(qm, trt_path, cpu_path, input_shape=shape, opset=opset)
+    rules = assert_trt_rules(trt_path)
+    images = torch.cat([x for x, _ in BatchIterator(data.val, 256, shuffle=False, seed=0, normalization=norm)])
+    q = ctx.config.quantize
+    for key, path in (("student_int8_cpu", cpu_path), ("student_int8_trt", trt_path)):
+        parity[key] = check_parity(qm, path, images, atol=float("inf"), min_agreement=q.parity_min_agreement)
+    import onnxruntime as ort
+
+    logits = [
+        run_onnx(ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]), images.numpy())
+        for p in (cpu_path, trt_path)
+    ]
+    agreement = float(np.mean(logits[0].argmax(1) == logits[1].argmax(1)))
+    parity["int8_flavours"] = {
+        "samples": int(images.shape[0]),
+        "top1_agreement": agreement,
+        "min_agreement": q.flavour_min_agreement,
+        "passed": agreement >= q.flavour_min_agreement,
+    }
+    script = build_engine_script(
+        "model_int8.onnx", profile, input_name="input", input_shape=shape, fp16_fallback=bool(qm.skipped)
+    )
+    atomic_write_text(ctx.dir / "build_engine.sh", script)
+    (ctx.dir / "build_engine.sh").chmod(0o755)
+    engine: dict[str, Any]
+    ok, why = tensorrt_available()
+    if ok:
+        engine = build_engine(
+            trt_path,
+            ctx.dir / "model.engine",
+            input_name="input",
+            input_shape=shape,
+            max_batch=profile.max_batch,
+            fp16_fallback=bool(qm.skipped),
+            timing_cache=ctx.dir / "model.timing.cache",
+        )
+    else:
+        engine = {"built": False, "reason": why}
+    atomic_write_json(ctx.dir / "int8.json", {**info, "trt_rules": rules, "engine": engine})
+    ctx.reporter.info(
+        f"export: INT8 TensorRT flavour ({rules['quantized_layers']} quantized layers, TensorRT rules passed) "
+        f"and CPU flavour; parity with fake quant {100 * parity['student_int8_cpu']['top1_agreement']:.2f}% (cpu), "
+        f"{100 * parity['student_int8_trt']['top1_agreement']:.2f}% (TensorRT), flavours agree {100 * agreement:.2f}%"
+    )
+    return {
+        "int8": True,
+        "int8_parity_cpu_top1_agreement": parity["student_int8_cpu"]["top1_agreement"],
+        "int8_parity_trt_top1_agreement": parity["student_int8_trt"]["top1_agreement"],
+        "int8_flavours_top1_agreement": agreement,
+        "trt_rules_passed": rules["passed"],
+        "float_layers": list(qm.skipped),
+        "engine_built": bool(engine.get("engine_bytes")),
+    }
+
+
+def _check_int8_parity(ctx: StageContext, parity: dict[str, Any]) -> None:
+    for key, what in (
+        ("student_int8_cpu", "INT8 cpu flavour vs PyTorch fake quant"),
+        ("student_int8_trt", "INT8 TensorRT flavour vs PyTorch fake quant"),
+        ("int8_flavours", "INT8 TensorRT flavour vs cpu flavour"),
+    ):
+        r = parity.get(key)
+        if r is not None and not r["passed"]:
+            raise CheckFailed(
+                f"{what}: top-1 agreement {r['top1_agreement']:.4f} on {r['samples']} validation images (needed "
+                f"{r['min_agreement']:g}); see {ctx.dir / 'parity.json'}"
+            )

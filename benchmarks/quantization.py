@@ -1,0 +1,443 @@
+"""INT8 on real CIFAR-10: QAT-KD against FP32 and ONNX Runtime's own PTQ; ORT CPU latency of both flavours.
+
+    python benchmarks/quantization.py [--part accuracy|latency|all] [--data ../shared/data/cifar10]
+
+Accuracy part: trains a small FP32 CIFAR student once (cached under benchmarks/work/quantization/),
+folds BN, calibrates INT8 on ``--calib-images`` training images (all four calibrators, PTQ top-1
+of each), runs quantization-aware distillation (the FP32 model teaches its fake-quant copy, ~10%
+of the FP32 epochs at 10% of its learning rate, through edgekd's trainer), exports the TensorRT and
+CPU flavours, and builds ONNX Runtime's ``quantize_static`` (QDQ, uint8 activations, int8
+per-channel weights, MinMax) from the same BN-folded FP32 ONNX with the same calibration images.
+Top-1 of everything on the 10,000 CIFAR-10 test images, and the parity between fake quant and ORT.
+
+Latency part (rerun alone on a quiet machine): ONNX Runtime CPU, 2 threads, batch 1 and 32, every
+model in several fresh sessions, interleaved (A1 B1 C1 D1 A2 ...), medians. ``--latency-extra``
+adds a resnet20 exported the same way with untrained (BN-warmed) weights, for latency only.
+
+Writes ``benchmarks/results/quantization.md`` and ``.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from edgekd.bench import host_description, measure_latency, model_size  # noqa: E402
+from edgekd.config import AugmentConfig, TeacherTrainConfig  # noqa: E402
+from edgekd.data import BatchIterator, augment_kwargs, compute_normalization, load_data  # noqa: E402
+from edgekd.data.splits import subset_indices, take  # noqa: E402
+from edgekd.distill.trainer import TrainSetup, train  # noqa: E402
+from edgekd.export.int8_onnx import export_fp32_folded, export_int8  # noqa: E402
+from edgekd.export.trt_rules import check_trt_rules  # noqa: E402
+from edgekd.io import atomic_write_json, atomic_write_text  # noqa: E402
+from edgekd.models import create_model  # noqa: E402
+from edgekd.quant import CALIBRATORS, prepare_int8  # noqa: E402
+from edgekd.quant.ort_ptq import ort_quantize_static  # noqa: E402
+from edgekd.quant.qat import qat_config, quantization_aware_kd  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def _log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def _images(split, norm, n: int | None = None) -> np.ndarray:
+    out = [x.numpy() for x, _ in BatchIterator(split, 256, shuffle=False, seed=0, normalization=norm)]
+    arr = np.concatenate(out)
+    return arr if n is None else arr[:n]
+
+
+def _ort_logits(path: Path, images: np.ndarray) -> np.ndarray:
+    from edgekd.bench.onnxruntime_runtime import make_session
+    from edgekd.export.ort_infer import run_onnx
+
+    session = make_session(path, threads=2)
+    return np.concatenate([run_onnx(session, images[i : i + 256]) for i in range(0, len(images), 256)])
+
+
+@torch.no_grad()
+def _torch_logits(model, images: np.ndarray) -> np.ndarray:
+    model.eval()
+    return np.concatenate([model(torch.from_numpy(images[i : i + 256])).numpy() for i in range(0, len(images), 256)])
+
+
+def accuracy_part(args, work: Path) -> dict:
+    torch.manual_seed(args.seed)
+    data = load_data(str(args.data), seed=args.seed, max_train_samples=args.train_samples)
+    norm = compute_normalization(data.train)
+    monitor = take(data.val, subset_indices(data.val.labels, 2000, args.seed))  # per-epoch val (monitoring only)
+    augment = augment_kwargs(AugmentConfig(), data.input_shape)
+    cfg = TeacherTrainConfig(epochs=args.epochs, lr=args.lr, batch_size=128)
+    fp32_path = work / f"fp32_{args.arch}_{args.train_samples}_{args.epochs}.pt"
+    model = create_model(args.arch, num_classes=len(data.classes), in_channels=3)
+    if fp32_path.is_file():
+        model.load_state_dict(torch.load(fp32_path, weights_only=True))
+        fp32_info = json.loads(fp32_path.with_suffix(".json").read_text())
+        _log(f"FP32 {args.arch}: cached ({fp32_path.name})")
+    else:
+        _log(f"FP32 {args.arch}: training on {len(data.train)} images, {args.epochs} epochs")
+        result = train(
+            TrainSetup(model, data.train, monitor, norm, cfg, args.seed, torch.device("cpu"), augment=augment),
+            checkpoint_path=fp32_path.with_suffix(".last.ckpt"),
+            resume=True,
+            label="fp32",
+        )
+        fp32_info = {"seconds": result["seconds"], "epochs": args.epochs, "train_samples": len(data.train)}
+        torch.save(model.state_dict(), fp32_path)
+        atomic_write_json(fp32_path.with_suffix(".json"), fp32_info)
+    model.eval()
+    test = (
+        data.val
+        if args.test_samples >= len(data.val)
+        else take(data.val, subset_indices(data.val.labels, args.test_samples, args.seed))
+    )
+    test_x = _images(test, norm)
+    test_y = test.labels.numpy()
+    calib_idx = np.random.default_rng(args.seed).permutation(len(data.train))[: args.calib_images]
+    calib_split = take(data.train, np.sort(calib_idx))
+    calib_x = _images(calib_split, norm)
+    calib_batches = [torch.from_numpy(calib_x[i : i + 64]) for i in range(0, len(calib_x), 64)]
+
+    def top1(logits: np.ndarray) -> float:
+        return float(np.mean(logits.argmax(1) == test_y))
+
+    out: dict = {"fp32_training": fp32_info}
+    fp32_logits = _torch_logits(model, test_x)
+    out["fp32_top1"] = top1(fp32_logits)
+    _log(f"FP32 top-1 {100 * out['fp32_top1']:.2f}%")
+
+    qm = prepare_int8(model)
+    ptq = {}
+    for method in CALIBRATORS:
+        qm.calibrate(calib_batches, method)
+        ptq[method] = top1(_torch_logits(qm, test_x))
+        _log(f"PTQ ({method} calibration) fake-quant top-1 {100 * ptq[method]:.2f}%")
+    out["ptq_fake_quant_top1"] = ptq
+    qm.calibrate(calib_batches, args.calibrator)
+
+    fp32_onnx = work / "model_fp32_folded.onnx"
+    export_fp32_folded(qm, fp32_onnx, input_shape=(3, 32, 32))
+    ort_ptq = work / "model_int8_ort_quantize_static.onnx"
+    ort_quantize_static(fp32_onnx, ort_ptq, calib_x, batch_size=64)
+
+    qat_cfg = qat_config(cfg, epochs=args.qat_epochs)
+    out["qat"] = {"epochs": qat_cfg.epochs, "lr": qat_cfg.lr, "calibrator": args.calibrator, "ce_weight": 0.1}
+    qat_path = work / f"qat_{args.arch}_{args.train_samples}_{args.epochs}_{qat_cfg.epochs}_{args.calibrator}.pt"
+    if qat_path.is_file():
+        qm.load_state_dict(torch.load(qat_path, weights_only=True))
+        out["qat"]["seconds"] = json.loads(qat_path.with_suffix(".json").read_text())["seconds"]
+        _log("QAT: cached")
+    else:
+        _log(f"QAT-KD: {qat_cfg.epochs} epoch(s) at lr {qat_cfg.lr:g}, FP32 model as the teacher")
+        result = quantization_aware_kd(
+            qm,
+            model,
+            train_split=data.train,
+            val_split=monitor,
+            normalization=norm,
+            config=qat_cfg,
+            seed=args.seed,
+            device=torch.device("cpu"),
+            augment=augment,
+            checkpoint_path=qat_path.with_suffix(".last.ckpt"),
+            resume=False,
+        )
+        torch.save(qm.state_dict(), qat_path)
+        atomic_write_json(qat_path.with_suffix(".json"), {"seconds": result["seconds"]})
+        out["qat"]["seconds"] = result["seconds"]
+    qm.eval()
+    fq_logits = _torch_logits(qm, test_x)
+    out["qat_fake_quant_top1"] = top1(fq_logits)
+
+    trt_path, cpu_path = work / "model_int8.onnx", work / "model_int8_cpu.onnx"
+    export_int8(qm, trt_path, cpu_path, input_shape=(3, 32, 32))
+    out["trt_rules"] = check_trt_rules(trt_path)
+    logits = {name: _ort_logits(p, test_x) for name, p in (("fp32", fp32_onnx), ("ort_ptq", ort_ptq))}
+    logits["cpu"] = _ort_logits(cpu_path, test_x)
+    logits["trt"] = _ort_logits(trt_path, test_x)
+    out["onnx_top1"] = {k: top1(v) for k, v in logits.items()}
+
+    def agree(a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.mean(a.argmax(1) == b.argmax(1)))
+
+    out["parity"] = {
+        "fake_quant_vs_cpu": agree(fq_logits, logits["cpu"]),
+        "fake_quant_vs_trt": agree(fq_logits, logits["trt"]),
+        "cpu_vs_trt": agree(logits["cpu"], logits["trt"]),
+        "fp32_torch_vs_onnx": agree(fp32_logits, logits["fp32"]),
+    }
+    out["sizes"] = {
+        k: model_size(p)["bytes"]
+        for k, p in (("fp32", fp32_onnx), ("ort_ptq", ort_ptq), ("cpu", cpu_path), ("trt", trt_path))
+    }
+    out["test_images"] = int(len(test_y))
+    out["calib_images"] = int(len(calib_x))
+    _log(f"accuracy: {json.dumps(out['onnx_top1'])}, parity {json.dumps(out['parity'])}")
+    return out
+
+
+def _latency_models(work: Path) -> dict[str, Path]:
+    return {
+        "FP32 (BN folded)": work / "model_fp32_folded.onnx",
+        "INT8 cpu flavour": work / "model_int8_cpu.onnx",
+        "ORT quantize_static": work / "model_int8_ort_quantize_static.onnx",
+        "INT8 TensorRT flavour": work / "model_int8.onnx",
+    }
+
+
+def _extra_resnet20(work: Path) -> dict[str, Path]:
+    """resnet20 with untrained weights (BN statistics warmed on noise), exported the same way: latency only."""
+    extra = work / "latency_resnet20"
+    extra.mkdir(exist_ok=True)
+    torch.manual_seed(0)
+    model = create_model("resnet20", num_classes=10).train()
+    calib = [torch.randn(32, 3, 32, 32) for _ in range(4)]
+    with torch.no_grad():
+        for x in calib:
+            model(x)
+    qm = prepare_int8(model.eval())
+    qm.calibrate(calib, "max")
+    export_fp32_folded(qm, extra / "model_fp32_folded.onnx", input_shape=(3, 32, 32))
+    export_int8(qm, extra / "model_int8.onnx", extra / "model_int8_cpu.onnx", input_shape=(3, 32, 32))
+    ort_quantize_static(
+        extra / "model_fp32_folded.onnx",
+        extra / "model_int8_ort_quantize_static.onnx",
+        torch.cat(calib).numpy(),
+        batch_size=32,
+    )
+    return _latency_models(extra)
+
+
+def latency_part(args, work: Path) -> dict:
+    sets = {args.arch: _latency_models(work)}
+    if args.latency_extra:
+        sets["resnet20 (untrained weights, latency only)"] = _extra_resnet20(work)
+    out: dict = {}
+    for label, models in sets.items():
+        missing = [str(p) for p in models.values() if not p.is_file()]
+        if missing:
+            raise SystemExit(f"missing {missing}; run --part accuracy first")
+        out[label] = {}
+        for batch, runs in ((1, args.runs_b1), (32, args.runs_b32)):
+            _log(f"latency {label}, batch {batch}: {args.sessions} sessions x {len(models)} models")
+            res = measure_latency(
+                models,
+                batch_size=batch,
+                input_shape=(3, 32, 32),
+                threads=2,
+                warmup=10 if batch == 1 else 3,
+                runs=runs,
+                sessions=args.sessions,
+            )
+            out[label][f"batch{batch}"] = {
+                k: {"p50_ms": v["p50_ms"], "session_p50_ms": v["session_p50_ms"], "runs": v["runs"]}
+                for k, v in res.items()
+            }
+    return out
+
+
+def _load_avg() -> str:
+    try:
+        return Path("/proc/loadavg").read_text().split()[0]
+    except OSError:
+        return "?"
+
+
+def markdown(res: dict) -> str:
+    a, lat = res.get("accuracy"), res.get("latency")
+    lines = ["# INT8: quantization-aware distillation, TensorRT and ONNX Runtime CPU flavours", ""]
+    b = res["budget"]
+    if a:
+        o = a["onnx_top1"]
+        lines += [
+            f"FP32 student {b['arch']} trained on a seeded stratified subset of {b['train_samples']} CIFAR-10 "
+            f"training images for {b['epochs']} epochs (batch 128, SGD lr {b['lr']} cosine, crop+flip), CE only. "
+            f"Calibration: {a['calib_images']} training images. QAT-KD: {a['qat']['epochs']} epoch(s) at lr "
+            f"{a['qat']['lr']:g} from {a['qat']['calibrator']} calibration, loss 0.1 CE + 0.9 KD (T=4), FP32 model as "
+            f"the teacher. Top-1 on {a['test_images']} CIFAR-10 test images (seeded stratified subset of the 10,000 "
+            "when fewer).",
+            "",
+            "| model | top-1 (%) | vs FP32 (points) | size (KiB) |",
+            "|---|---:|---:|---:|",
+        ]
+        fp = o["fp32"]
+        rows = [
+            ("FP32, PyTorch", a["fp32_top1"], None),
+            ("FP32 ONNX (BN folded), ORT", fp, "fp32"),
+            ("INT8 ORT quantize_static PTQ (QDQ, u8 act, s8 per-channel, MinMax)", o["ort_ptq"], "ort_ptq"),
+        ]
+        rows += [(f"INT8 PTQ fake quant, {m} calibration", v, None) for m, v in a["ptq_fake_quant_top1"].items()]
+        rows += [
+            ("INT8 QAT-KD, PyTorch fake quant", a["qat_fake_quant_top1"], None),
+            ("INT8 QAT-KD, cpu flavour (model_int8_cpu.onnx), ORT", o["cpu"], "cpu"),
+            ("INT8 QAT-KD, TensorRT flavour (model_int8.onnx), run by ORT on CPU", o["trt"], "trt"),
+        ]
+        for name, v, key in rows:
+            size = f"{a['sizes'][key] / 1024:.1f}" if key else ""
+            lines.append(f"| {name} | {100 * v:.2f} | {100 * (v - fp):+.2f} | {size} |")
+        p = a["parity"]
+        lines += [
+            "",
+            f"Top-1 agreement: fake quant vs cpu flavour {100 * p['fake_quant_vs_cpu']:.2f}%, fake quant vs "
+            f"TensorRT flavour {100 * p['fake_quant_vs_trt']:.2f}%, cpu vs TensorRT flavour "
+            f"{100 * p['cpu_vs_trt']:.2f}%. TensorRT rules checker on model_int8.onnx: "
+            f"{'passed' if a['trt_rules']['passed'] else 'FAILED'} ({a['trt_rules']['quantized_layers']} "
+            "quantized layers).",
+            "",
+        ]
+    if lat:
+        lines += ["## ONNX Runtime CPU latency (2 threads; median over fresh interleaved sessions)", ""]
+        for label, per in lat.items():
+            lines += [
+                f"### {label}",
+                "",
+                "| model | batch 1 p50 (ms) | x FP32 | x quantize_static "
+                "| batch 32 p50 (ms) | x FP32 | x quantize_static |",
+                "|---|---:|---:|---:|---:|---:|---:|",
+            ]
+            names = list(per["batch1"])
+            for n in names:
+                cells = []
+                for bkey in ("batch1", "batch32"):
+                    r = per[bkey]
+                    v = r[n]["p50_ms"]
+                    cells += [
+                        f"{v:.3f}",
+                        f"{v / r['FP32 (BN folded)']['p50_ms']:.2f}",
+                        f"{v / r['ORT quantize_static']['p50_ms']:.2f}",
+                    ]
+                lines.append(f"| {n} | " + " | ".join(cells) + " |")
+            lines.append("")
+    gates = res.get("gates", {})
+    if gates:
+        lines += ["## Acceptance", "", "| check | measured | goal | result |", "|---|---:|---:|---|"]
+        for g in gates.values():
+            lines.append(f"| {g['check']} | {g['measured']} | {g['goal']} | {'PASS' if g['passed'] else 'FAIL'} |")
+        lines.append("")
+    h = res["host"]
+    lines += [
+        f"Machine: {h.get('cpu')}, {h.get('logical_cores')} logical cores, onnxruntime {h.get('onnxruntime')}, "
+        f"torch {torch.__version__}. {res.get('load_note', '')}",
+        "",
+    ]
+    for part, c in (res.get("commands") or {"all": {"command": res["command"], "finished": "?"}}).items():
+        lines.append(f"Command ({part} part, finished {c['finished']}): `{c['command']}`")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def gates(res: dict, arch: str) -> dict:
+    out = {}
+    a = res.get("accuracy")
+    if a:
+        o = a["onnx_top1"]
+        d = 100 * (o["cpu"] - o["fp32"])
+        out["qat_vs_fp32"] = {
+            "check": "INT8 QAT-KD (cpu flavour, ORT) within 0.5 points of FP32",
+            "measured": f"{d:+.2f} points",
+            "goal": ">= -0.50",
+            "passed": d >= -0.5,
+        }
+        out["qat_vs_ort_ptq"] = {
+            "check": "INT8 QAT-KD more accurate than ORT quantize_static",
+            "measured": f"{100 * o['cpu']:.2f} vs {100 * o['ort_ptq']:.2f}",
+            "goal": ">",
+            "passed": o["cpu"] > o["ort_ptq"],
+        }
+        out["parity_fq_cpu"] = {
+            "check": "fake quant vs ORT (cpu flavour) top-1 agreement",
+            "measured": f"{100 * a['parity']['fake_quant_vs_cpu']:.2f}%",
+            "goal": ">= 99%",
+            "passed": a["parity"]["fake_quant_vs_cpu"] >= 0.99,
+        }
+        out["parity_flavours"] = {
+            "check": "cpu vs TensorRT flavour top-1 agreement",
+            "measured": f"{100 * a['parity']['cpu_vs_trt']:.2f}%",
+            "goal": ">= 99.5%",
+            "passed": a["parity"]["cpu_vs_trt"] >= 0.995,
+        }
+    lat = (res.get("latency") or {}).get(arch)
+    if lat:
+        for bkey in ("batch1", "batch32"):
+            r = lat[bkey]
+            cpu = r["INT8 cpu flavour"]["p50_ms"]
+            for ref, goal in (("FP32 (BN folded)", 0.6), ("ORT quantize_static", 1.05)):
+                ratio = cpu / r[ref]["p50_ms"]
+                out[f"{bkey}_{ref}"] = {
+                    "check": f"cpu flavour latency / {ref}, {bkey.replace('batch', 'batch ')}",
+                    "measured": f"{ratio:.2f}x",
+                    "goal": f"<= {goal}x",
+                    "passed": ratio <= goal,
+                }
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--part", choices=("accuracy", "latency", "all"), default="all")
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "cifar10")
+    parser.add_argument("--arch", default="resnet8")
+    parser.add_argument("--train-samples", type=int, default=10000)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--lr", type=float, default=0.1)
+    parser.add_argument("--qat-epochs", type=int, default=None, help="default: 10%% of --epochs, at least 1")
+    parser.add_argument("--calibrator", default="max", choices=CALIBRATORS)
+    parser.add_argument("--calib-images", type=int, default=512)
+    parser.add_argument("--test-samples", type=int, default=10000, help="seeded stratified subset of the test set")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sessions", type=int, default=5)
+    parser.add_argument("--runs-b1", type=int, default=200)
+    parser.add_argument("--runs-b32", type=int, default=40)
+    parser.add_argument("--latency-extra", action="store_true", help="also time a resnet20 (latency only)")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    work = ROOT / "benchmarks" / "work" / "quantization"
+    work.mkdir(parents=True, exist_ok=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    json_path = RESULTS / "quantization.json"
+    res = json.loads(json_path.read_text()) if json_path.is_file() else {}
+    res["budget"] = {
+        "arch": args.arch,
+        "train_samples": args.train_samples,
+        "epochs": args.epochs,
+        "lr": args.lr,
+        "seed": args.seed,
+    }
+    t0 = time.perf_counter()
+    loads = [_load_avg()]
+    if args.part in ("accuracy", "all"):
+        res["accuracy"] = accuracy_part(args, work)
+        loads.append(_load_avg())
+    if args.part in ("latency", "all"):
+        res["latency"] = latency_part(args, work)
+        loads.append(_load_avg())
+    res["host"] = host_description()
+    res["command"] = "python benchmarks/quantization.py " + " ".join(sys.argv[1:])
+    commands = res.setdefault("commands", {})
+    if args.part == "all":
+        commands.clear()
+    commands[args.part] = {"command": res["command"], "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    res["wall_seconds"] = round(time.perf_counter() - t0, 1)
+    res["load_note"] = (
+        f"1-minute load average during this run: {', '.join(loads)} on 2 cores (other engineers' jobs shared the "
+        "CPU; latency ratios come from interleaved sessions in one run, absolute times are inflated)."
+    )
+    res["gates"] = gates(res, args.arch)
+    atomic_write_json(json_path, res)
+    atomic_write_text(RESULTS / "quantization.md", markdown(res))
+    _log(f"wrote {RESULTS / 'quantization.md'} in {res['wall_seconds']:.0f}s")
+    print(markdown(res))
+
+
+if __name__ == "__main__":
+    main()

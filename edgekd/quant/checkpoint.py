@@ -1,0 +1,65 @@
+"""``quantize/student_int8.pt``: the fake-quant student, saved as plain tensors and rebuilt on load.
+
+    {"format": "edgekd.int8/1", "arch": {spec}, "input": {...}, "classes": [...],
+     "state_dict": {...}, "skipped": [layers kept in float], "metrics": {...}}
+
+The file holds no code: loading rebuilds the student from its arch spec, folds and prepares it the
+same way (``prepare_int8`` is deterministic), and loads the folded weights and calibrated ranges
+with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from edgekd.errors import EdgekdError
+from edgekd.io import atomic_torch_save
+from edgekd.models import create_model
+from edgekd.quant.graph import QuantizedModel, prepare_int8
+
+FORMAT = "edgekd.int8/1"
+
+
+def save_int8(
+    path: str | Path,
+    qm: QuantizedModel,
+    *,
+    arch: dict[str, Any],
+    input_spec: dict[str, Any],
+    classes: list[str],
+    metrics: dict[str, Any] | None = None,
+) -> Path:
+    state = {k: v.detach().cpu() for k, v in qm.state_dict().items()}
+    return atomic_torch_save(
+        path,
+        {
+            "format": FORMAT,
+            "arch": arch,
+            "input": input_spec,
+            "classes": list(classes),
+            "state_dict": state,
+            "skipped": list(qm.skipped),
+            "metrics": metrics or {},
+        },
+    )
+
+
+def load_int8(path: str | Path) -> tuple[QuantizedModel, dict[str, Any]]:
+    """The QuantizedModel (CPU, eval) and the file's other entries."""
+    path = Path(path)
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise EdgekdError(
+            f"{path} is not a readable INT8 student ({type(err).__name__}); rerun edgekd quantize"
+        ) from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise EdgekdError(f"{path} is not an edgekd INT8 student (format {FORMAT}); rerun `edgekd quantize`")
+    model = create_model(data["arch"], num_classes=len(data["classes"]), in_channels=data["input"]["shape"][0])
+    qm = prepare_int8(model)
+    qm.load_state_dict(data["state_dict"])
+    qm.set_skipped(data.get("skipped", []))
+    return qm.eval(), data

@@ -1,0 +1,217 @@
+"""Prepare a model for INT8: fold BatchNorm, trace it, and put fake quantizers where the Q/DQ go.
+
+``prepare_int8(model)`` returns a :class:`QuantizedModel`: a ``torch.fx`` copy of the model with
+every Conv-BN pair folded into one Conv (``torch.fx.experimental.optimization.fuse``), every
+Conv/Linear wrapped in :class:`QuantWeighted` (per-channel INT8 weights) and an :class:`ActQuant`
+right after every tensor that feeds a Conv, a Linear, an Add or an average pool.
+
+Why those points: TensorRT needs Q/DQ on the inputs of Conv/Gemm/MatMul; ONNX Runtime's fast CPU
+kernels (QLinearConv, QLinearAdd) also need the Conv outputs that go into a residual Add, and the Add
+itself, in the integer domain (its own ``quantize_static`` puts Q/DQ there). Quantizing each tensor
+once, where it is produced, models exactly what both exported flavours compute, so the PyTorch
+fake-quant model, the TensorRT flavour and the CPU flavour share one grid (export/int8_onnx.py).
+
+A point is called by the tensor's producer (``act:<node>``); a layer by its module path. Mixed
+precision turns layers off (float weights); a point is turned off when every consumer of it is a
+layer that is off.
+"""
+
+from __future__ import annotations
+
+import copy
+import operator
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from edgekd.errors import EdgekdError
+from edgekd.quant.calibrate import Collector, compute_amax
+from edgekd.quant.fakequant import ActQuant, QuantWeighted
+
+WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Linear)
+POOLS = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AvgPool1d, nn.AvgPool2d)
+_ADD_FUNCS = (operator.add, operator.iadd, torch.add)
+_POOL_FUNCS = (F.adaptive_avg_pool2d, F.avg_pool2d, F.adaptive_avg_pool1d, F.avg_pool1d)
+_RELU_FUNCS = (F.relu, torch.relu, F.relu6)
+
+
+class QuantizedModel(nn.Module):
+    """The BN-folded, traced model with its fake quantizers (see the module docstring)."""
+
+    def __init__(self, gm: fx.GraphModule, consumers: dict[str, list[str]], feeds_other: dict[str, bool]):
+        super().__init__()
+        self.gm = gm
+        self.consumers = consumers  # point -> the layers it feeds
+        self.feeds_other = feeds_other  # point -> it also feeds an Add or a pool
+        self.skipped: list[str] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.gm(x)
+
+    # -- the quantizers ----------------------------------------------------------------------
+    @property
+    def layers(self) -> dict[str, QuantWeighted]:
+        return {m.name: m for m in self.gm.modules() if isinstance(m, QuantWeighted)}
+
+    @property
+    def points(self) -> dict[str, ActQuant]:
+        return {m.point: m for m in self.gm.modules() if isinstance(m, ActQuant)}
+
+    def set_skipped(self, layers: Iterable[str]) -> None:
+        """Quantize everything except ``layers`` (kept in floating point: FP16 on TensorRT)."""
+        skip = set(layers)
+        unknown = skip - set(self.layers)
+        if unknown:
+            raise EdgekdError(f"unknown layers {sorted(unknown)} to keep in float; choose from {sorted(self.layers)}")
+        self.skipped = [n for n in self.layers if n in skip]
+        for name, layer in self.layers.items():
+            layer.enabled = name not in skip
+        for name, point in self.points.items():
+            users = self.consumers.get(name, [])
+            point.enabled = self.feeds_other.get(name, False) or not users or not set(users) <= skip
+
+    def enable_only(self, layer: str | None) -> None:
+        """Quantize only ``layer`` (its weights and the points that feed it); None: nothing at all."""
+        for name, q in self.layers.items():
+            q.enabled = name == layer
+        for name, point in self.points.items():
+            point.enabled = layer is not None and layer in self.consumers.get(name, [])
+
+    def scale_table(self) -> dict[str, dict]:
+        """Everything the export needs: per point amax and scale; per layer its per-channel weight scales."""
+        from edgekd.quant.fakequant import weight_amax
+
+        return {
+            "points": {
+                n: {"amax": float(p.amax), "scale": p.scale, "enabled": p.enabled, "non_negative": p.non_negative}
+                for n, p in self.points.items()
+            },
+            "layers": {
+                n: {"enabled": q.enabled, "weight_scale": (weight_amax(q.layer.weight) / 127.0).tolist()}
+                for n, q in self.layers.items()
+            },
+            "skipped": list(self.skipped),
+        }
+
+    @contextmanager
+    def float_weights(self) -> Iterator[None]:
+        """Run with plain float weights (for the ONNX export, which writes INT8 weights itself)."""
+        layers = list(self.layers.values())
+        for q in layers:
+            q.float_weights = True
+        try:
+            yield
+        finally:
+            for q in layers:
+                q.float_weights = False
+
+    # -- calibration -------------------------------------------------------------------------
+    @torch.no_grad()
+    def calibrate(self, batches: Iterable[torch.Tensor], method: str = "max", percentile: float = 99.99) -> dict:
+        """Set every point's amax from ``batches`` (the model runs in float while collecting)."""
+        points = self.points
+        layer_state = {n: q.enabled for n, q in self.layers.items()}
+        for q in self.layers.values():
+            q.enabled = False
+        for i, p in enumerate(points.values()):
+            p.collector = Collector(seed=i)
+        was_training = self.training
+        self.eval()
+        seen = 0
+        try:
+            for x in batches:
+                self(x)
+                seen += int(x.shape[0])
+        finally:
+            collectors = {n: p.collector for n, p in points.items()}
+            for p in points.values():
+                p.collector = None
+            for n, q in self.layers.items():
+                q.enabled = layer_state[n]
+            self.train(was_training)
+        if seen == 0:
+            raise EdgekdError("no calibration images; pass a dataset with a non-empty training split")
+        for n, p in points.items():
+            p.amax.fill_(compute_amax(collectors[n], method, percentile))
+        return {"images": seen, "method": method, "amax": {n: float(p.amax) for n, p in points.items()}}
+
+
+def _is_relu(gm: fx.GraphModule, node: fx.Node) -> bool:
+    if node.op == "call_module":
+        return isinstance(gm.get_submodule(node.target), nn.ReLU | nn.ReLU6)
+    if node.op == "call_function":
+        return node.target in _RELU_FUNCS
+    return node.op == "call_method" and node.target in ("relu", "relu_")
+
+
+def _kind(gm: fx.GraphModule, node: fx.Node) -> str | None:
+    """'layer', 'add' or 'pool' for the consumers that want quantized inputs; None otherwise."""
+    if node.op == "call_module":
+        mod = gm.get_submodule(node.target)
+        if isinstance(mod, (QuantWeighted, *WEIGHTED)):
+            return "layer"
+        if isinstance(mod, POOLS):
+            return "pool"
+    elif node.op == "call_function":
+        if node.target in _ADD_FUNCS:
+            return "add"
+        if node.target in _POOL_FUNCS:
+            return "pool"
+    elif node.op == "call_method" and node.target in ("add", "add_"):
+        return "add"
+    return None
+
+
+def fold_batchnorm(model: nn.Module) -> fx.GraphModule:
+    """A traced copy of ``model`` (eval mode) with each Conv-BN / Linear-BN pair folded into one layer."""
+    from torch.fx.experimental.optimization import fuse
+
+    clone = copy.deepcopy(model).cpu().eval()
+    try:
+        return fuse(clone)
+    except Exception as err:  # torch.fx cannot trace data-dependent control flow
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise EdgekdError(
+            f"{type(model).__name__} cannot be traced by torch.fx for INT8 quantization ({first}); "
+            "run without quantization (--no-quantize) or use a traceable student"
+        ) from None
+
+
+def prepare_int8(model: nn.Module) -> QuantizedModel:
+    """Fold BN, wrap every Conv/Linear, insert an ActQuant after every tensor a layer/Add/pool reads."""
+    gm = fold_batchnorm(model)
+    graph = gm.graph
+    for node in list(graph.nodes):
+        if node.op == "call_module" and isinstance(gm.get_submodule(node.target), WEIGHTED):
+            parent, _, attr = node.target.rpartition(".")
+            owner = gm.get_submodule(parent) if parent else gm
+            setattr(owner, attr, QuantWeighted(gm.get_submodule(node.target), node.target))
+    consumers: dict[str, list[str]] = {}
+    feeds_other: dict[str, bool] = {}
+    count = 0
+    for node in list(graph.nodes):
+        if node.op not in ("placeholder", "call_module", "call_function", "call_method"):
+            continue
+        users = [u for u in node.users if _kind(gm, u) is not None]
+        if not users:
+            continue
+        name = f"act:{node.name}"
+        module = ActQuant(name, non_negative=_is_relu(gm, node))
+        target = f"edgekd_actq_{count}"
+        count += 1
+        gm.add_submodule(target, module)
+        with graph.inserting_after(node):
+            qnode = graph.call_module(target, (node,))
+        node.replace_all_uses_with(qnode, delete_user_cb=lambda u, q=qnode: u is not q)
+        consumers[name] = [u.target for u in users if _kind(gm, u) == "layer"]
+        feeds_other[name] = any(_kind(gm, u) != "layer" for u in users)
+    if not any(isinstance(m, QuantWeighted) for m in gm.modules()):
+        raise EdgekdError(
+            f"{type(model).__name__} has no Conv or Linear layer to quantize; run without quantization (--no-quantize)"
+        )
+    graph.lint()
+    gm.recompile()
+    return QuantizedModel(gm, consumers, feeds_other)

@@ -1,0 +1,82 @@
+"""Quantization-aware distillation: the FP32 model teaches its own fake-quantized copy.
+
+Quantized distillation (Polino et al., "Model compression via distillation and quantization",
+ICLR 2018): the loss is ``ce_weight * CE + kd_weight * KD(T)`` with the FP32 student (or, on request,
+the original teacher) as the frozen teacher. It runs through the project's one training loop
+(``edgekd.distill.trainer.train``), so it checkpoints every epoch and resumes like distillation.
+Activation ranges stay at their calibrated values; weight scales follow the weights (per-channel
+max at every step), as in NVIDIA's QAT recipe. Defaults: about 10% of the distillation epochs (at
+least one) at 10% of its learning rate (REFERENCES.md: QAT for about 10% of the original epochs).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from edgekd.config import DistillConfig, MethodConfig
+from edgekd.console import Reporter
+from edgekd.data import Normalization, Split
+from edgekd.distill.methods import build_method
+from edgekd.distill.trainer import TrainSetup, train
+from edgekd.quant.graph import QuantizedModel
+
+
+def qat_config(
+    distill: DistillConfig,
+    *,
+    epochs: int | None = None,
+    lr: float | None = None,
+    ce_weight: float = 0.1,
+    kd_weight: float = 0.9,
+    temperature: float = 4.0,
+) -> DistillConfig:
+    """The distill settings, shortened: ``epochs`` (default ~10% of distill, >= 1), ``lr`` (default 10%)."""
+    return distill.model_copy(
+        update={
+            "epochs": int(epochs if epochs is not None else max(1, round(0.1 * distill.epochs))),
+            "lr": float(lr if lr is not None else 0.1 * distill.lr),
+            "warmup_epochs": 0,
+            "schedule": "cosine",
+            "ce_weight": ce_weight,
+            "methods": [MethodConfig(name="kd", weight=kd_weight, params={"T": temperature})],
+            "baseline": False,
+        }
+    )
+
+
+def quantization_aware_kd(
+    qm: QuantizedModel,
+    teacher: nn.Module,
+    *,
+    train_split: Split,
+    val_split: Split,
+    normalization: Normalization,
+    config: DistillConfig,
+    seed: int,
+    device: torch.device,
+    augment: dict[str, Any] | None = None,
+    num_workers: int = 0,
+    checkpoint_path: Path | None = None,
+    resume: bool = False,
+    reporter: Reporter | None = None,
+) -> dict[str, Any]:
+    """Fine-tune ``qm`` in place with CE + KD from ``teacher``; the trainer's result dict."""
+    methods = [(build_method(m.name, m.params), m.weight) for m in config.methods]
+    setup = TrainSetup(
+        student=qm,
+        train=train_split,
+        val=val_split,
+        normalization=normalization,
+        config=config,
+        seed=seed,
+        device=device,
+        teacher=teacher,
+        methods=methods,
+        augment=augment or {},
+        num_workers=num_workers,
+    )
+    return train(setup, checkpoint_path=checkpoint_path, resume=resume, reporter=reporter, label="qat")

@@ -1,0 +1,164 @@
+"""Stage ``quantize``: the FP32 student becomes an INT8 (fake-quant) student with (almost) no loss.
+
+Steps: fold BN and insert fake quantizers (edgekd/quant/graph.py); calibrate the activation
+ranges on ``quantize.calib_batches`` training batches; measure each layer's sensitivity; in ``qat``
+mode fine-tune with the FP32 student (or, with ``quantize.teacher: teacher``, the original
+teacher) as the KD teacher through the project's trainer (per-epoch checkpoint, resumable); then,
+while the top-1 drop exceeds ``quantize.max_drop`` points, keep the most sensitive layers in float
+(FP16 on TensorRT).
+
+Writes ``quantize/student_int8.pt`` (edgekd/quant/checkpoint.py), ``quantize/calibration.json``
+(every activation's amax and scale, every layer's weight scales) and ``quantize/metrics.json``
+(all of the above, with the sensitivity table and the mixed-precision steps). With
+``quantize.enabled: false`` (``--no-quantize``) it only records ``mode: off`` so export writes FP32.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from edgekd.data import BatchIterator, augment_kwargs
+from edgekd.data.splits import subset_indices, take
+from edgekd.distill.trainer import evaluate, resolve_device
+from edgekd.io import atomic_write_json
+from edgekd.models.checkpoint import load_model_file
+from edgekd.pipeline import Stage, StageContext, StageResult, register_stage
+from edgekd.quant import prepare_int8
+from edgekd.quant.checkpoint import save_int8
+from edgekd.quant.qat import qat_config, quantization_aware_kd
+from edgekd.quant.sensitivity import layer_sensitivity, mixed_precision
+from edgekd.stages.common import checked_teacher, normalization_from_teacher_json
+
+
+@register_stage
+class QuantizeStage(Stage):
+    name = "quantize"
+    config_keys = ("quantize", "distill", "data", "seed", "device")
+    needs = ("teacher", "distill")
+
+    def check(self, config, run):
+        """The student can be traced and quantized (before anything runs)."""
+        if not config.quantize.enabled:
+            return
+        from edgekd.models import create_model
+        from edgekd.stages.common import checked_teacher_for, student_arch
+
+        teacher, data = checked_teacher_for(run, config)
+        arch = student_arch(config, teacher, data)
+        prepare_int8(create_model(arch, num_classes=len(data.classes), in_channels=data.input_shape[0]))
+
+    def run(self, ctx: StageContext) -> StageResult:
+        q = ctx.config.quantize
+        if not q.enabled:
+            metrics = {"mode": "off", "reason": "quantize.enabled is false (--no-quantize)"}
+            atomic_write_json(ctx.dir / "metrics.json", metrics)
+            return StageResult(metrics=metrics)
+        cfg = ctx.config
+        teacher, data = checked_teacher(ctx)
+        norm = normalization_from_teacher_json(ctx.upstream("teacher"))
+        device = resolve_device(cfg.device)
+        loaded = load_model_file(ctx.upstream("distill") / "student.pt")
+        student = loaded.model.eval()
+        qm = prepare_int8(student).to(device)
+
+        calib = BatchIterator(data.train, q.calib_batch_size, shuffle=True, seed=cfg.seed, normalization=norm)
+        batches = [x.to(device) for _, (x, _y) in zip(range(q.calib_batches), calib, strict=False)]
+        calibration = qm.calibrate(batches, q.calibrator, q.percentile)
+        ctx.reporter.info(
+            f"quantize: {len(qm.layers)} layers, {len(qm.points)} activations, calibrated ({q.calibrator}) "
+            f"on {calibration['images']} training images"
+        )
+        student = student.to(device)
+        fp32_top1 = evaluate(student, data.val, norm, device)["top1"]
+        ptq_top1 = evaluate(qm, data.val, norm, device)["top1"]
+        metrics: dict[str, Any] = {
+            "mode": q.mode,
+            "calibrator": q.calibrator,
+            "calibration_images": calibration["images"],
+            "fp32_val_top1": fp32_top1,
+            "ptq_val_top1": ptq_top1,
+            "layers": len(qm.layers),
+            "activation_points": len(qm.points),
+        }
+        sens_split = take(data.val, subset_indices(data.val.labels, q.sensitivity_samples, cfg.seed))
+        sensitivity = None
+        if q.sensitivity or q.max_drop is not None:
+            sensitivity = layer_sensitivity(qm, sens_split, norm, device)
+            top = next(iter(sensitivity["layers"].items()))
+            ctx.reporter.info(f"quantize: most sensitive layer {top[0]} (top-1 -{100 * top[1]:.2f} points alone)")
+
+        if q.mode == "qat":
+            qcfg = qat_config(
+                cfg.distill,
+                epochs=q.epochs,
+                lr=q.lr,
+                ce_weight=q.ce_weight,
+                kd_weight=q.kd_weight,
+                temperature=q.temperature,
+            )
+            kd_teacher = teacher.model if q.teacher == "teacher" else copy.deepcopy(student)
+            ctx.reporter.info(
+                f"quantize: QAT-KD {qcfg.epochs} epoch(s) at lr {qcfg.lr:g}, teacher: the FP32 "
+                f"{'teacher' if q.teacher == 'teacher' else 'student'}"
+            )
+            result = quantization_aware_kd(
+                qm,
+                kd_teacher,
+                train_split=data.train,
+                val_split=data.val,
+                normalization=norm,
+                config=qcfg,
+                seed=cfg.seed,
+                device=device,
+                augment=augment_kwargs(cfg.data.augment, data.input_shape),
+                num_workers=cfg.data.num_workers,
+                checkpoint_path=ctx.dir / "last.ckpt",
+                resume=ctx.resume,
+                reporter=ctx.reporter,
+            )
+            metrics.update(
+                qat_epochs=qcfg.epochs,
+                qat_lr=qcfg.lr,
+                qat_teacher=q.teacher,
+                qat_seconds=result["seconds"],
+                qat_history=result["history"],
+            )
+        int8_top1 = evaluate(qm, data.val, norm, device)["top1"]
+        if q.max_drop is not None and sensitivity is not None and 100 * (fp32_top1 - int8_top1) > q.max_drop:
+            mp = mixed_precision(
+                qm,
+                data.val,
+                norm,
+                device,
+                fp32_top1=fp32_top1,
+                order=list(sensitivity["layers"]),
+                max_drop=q.max_drop / 100,
+            )
+            metrics["mixed_precision"] = mp
+            int8_top1 = mp["top1"]
+            ctx.reporter.info(f"quantize: kept {len(mp['skipped'])} layer(s) in float to stay within --max-drop")
+        metrics.update(
+            val_top1=int8_top1,
+            drop_points=100 * (fp32_top1 - int8_top1),
+            max_drop_points=q.max_drop,
+            float_layers=list(qm.skipped),
+            quantized_layers=sum(1 for layer in qm.layers.values() if layer.enabled),
+        )
+        ctx.reporter.info(
+            f"quantize: top-1 FP32 {100 * fp32_top1:.2f}%, INT8 {100 * int8_top1:.2f}% "
+            f"({-metrics['drop_points']:+.2f} points; PTQ alone {100 * ptq_top1:.2f}%)"
+        )
+        qm = qm.cpu().eval()
+        atomic_write_json(ctx.dir / "calibration.json", {**calibration, **qm.scale_table()})
+        summary = {k: v for k, v in metrics.items() if k != "qat_history"}
+        save_int8(
+            ctx.dir / "student_int8.pt",
+            qm,
+            arch=loaded.arch or {},
+            input_spec=loaded.input,
+            classes=loaded.classes or data.classes,
+            metrics=summary,
+        )
+        atomic_write_json(ctx.dir / "metrics.json", {**metrics, "sensitivity": sensitivity})
+        return StageResult(metrics={k: v for k, v in summary.items() if k != "mixed_precision"})

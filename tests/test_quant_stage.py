@@ -1,0 +1,92 @@
+"""The quantize stage end to end on digits: compress runs distill -> quantize -> export -> bench, and
+the INT8 artifacts, metrics, parity, TensorRT rules, bench rows and report are all there."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from edgekd.export.trt_rules import check_trt_rules
+
+FAST = [
+    "--set",
+    "bench.runs=50",
+    "--set",
+    "bench.sessions=1",
+    "--set",
+    "bench.throughput_runs=3",
+    "--set",
+    "bench.warmup=1",
+    "--set",
+    "export.export_teacher=false",
+    "--set",
+    "quantize.sensitivity_samples=100",
+]
+
+
+@pytest.fixture(scope="module")
+def int8_run(tmp_path_factory, cli, digits_teacher):
+    out = tmp_path_factory.mktemp("q") / "run"
+    result = cli(
+        "compress", "--teacher", digits_teacher, "--target", "jetson-orin-nano", "--epochs", "3", "--out", out,
+        "--quiet", *FAST,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_quantize_stage_outputs_and_metrics(int8_run):
+    manifest = json.loads((int8_run / "manifest.json").read_text())
+    assert list(manifest["stages"]) == ["teacher", "distill", "quantize", "export", "bench"]
+    m = manifest["stages"]["quantize"]["metrics"]
+    assert m["mode"] == "qat" and m["qat_epochs"] == 1  # 10% of 3 distill epochs, at least 1
+    assert 0.8 < m["val_top1"] <= 1 and 0.8 < m["fp32_val_top1"] <= 1
+    assert m["drop_points"] <= 1.0 + 1e-9  # within the default --max-drop
+    for name in ("student_int8.pt", "calibration.json", "metrics.json"):
+        assert (int8_run / "quantize" / name).is_file()
+    calib = json.loads((int8_run / "quantize" / "calibration.json").read_text())
+    assert calib["method"] == "max" and all(p["amax"] > 0 for p in calib["points"].values())
+    full = json.loads((int8_run / "quantize" / "metrics.json").read_text())
+    assert set(full["sensitivity"]["layers"]) == set(calib["layers"])
+
+
+def test_export_writes_both_flavours_with_parity(int8_run):
+    export = int8_run / "export"
+    rules = check_trt_rules(export / "model_int8.onnx")
+    assert rules["passed"], rules["violations"]
+    assert not check_trt_rules(export / "model_int8_cpu.onnx")["passed"]  # uint8: not for TensorRT
+    parity = json.loads((export / "parity.json").read_text())
+    assert parity["student_int8_cpu"]["top1_agreement"] >= 0.99
+    assert parity["student_int8_trt"]["top1_agreement"] >= 0.99
+    assert parity["int8_flavours"]["top1_agreement"] >= 0.995
+    script = (export / "build_engine.sh").read_text()
+    assert "model_int8.onnx" in script and "--maxShapes=input:8x1x8x8" in script  # jetson-orin-nano: batch 8
+
+
+def test_bench_and_report_show_int8_beside_fp32(int8_run):
+    results = json.loads((int8_run / "bench" / "results.json").read_text())
+    rows = {r["model"]: r for r in results["models"]}
+    assert {"student", "student_int8"} <= set(rows)
+    assert rows["student_int8"]["bytes"] < 0.5 * rows["student"]["bytes"]
+    assert rows["student_int8"]["onnx_top1"] > 0.8
+    report = (int8_run / "report.md").read_text()
+    assert "## INT8" in report and "model_int8_cpu.onnx" in report and "onnx-int8" in report
+
+
+def test_no_quantize_keeps_fp32(tmp_path, cli, digits_teacher):
+    out = tmp_path / "run"
+    result = cli(
+        "compress", "--teacher", digits_teacher, "--epochs", "1", "--out", out, "--no-quantize", "--quiet", *FAST
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["stages"]["quantize"]["metrics"]["mode"] == "off"
+    assert not (out / "export" / "model_int8.onnx").exists()
+    assert "--fp16" in (out / "export" / "build_engine.sh").read_text()
+    assert "skipped (--no-quantize)" in (out / "report.md").read_text()
+    # the quantize command turns INT8 on for this run (PTQ here: calibration only)
+    result = cli("quantize", out, "--mode", "ptq", "--calibrator", "percentile", "--quiet")
+    assert result.exit_code == 0, result.output
+    m = json.loads((out / "manifest.json").read_text())["stages"]["quantize"]["metrics"]
+    assert m["mode"] == "ptq" and m["calibrator"] == "percentile" and "qat_epochs" not in m
