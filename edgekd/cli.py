@@ -37,7 +37,7 @@ app = typer.Typer(
 )
 stdout = Console(highlight=False, soft_wrap=True)
 
-COMPRESS_STAGES = ["teacher", "distill", "export", "bench"]
+COMPRESS_STAGES = ["teacher", "distill", "export", "bench", "package"]
 
 
 def _version(value: bool) -> None:
@@ -297,6 +297,9 @@ def compress(
         stages = [s for s in registered_stages() if s in COMPRESS_STAGES]
         _run_pipeline(run, cfg, stages, resume, reporter, prepare)
         _emit_summary(run, as_json)
+        from edgekd.bench.gates import raise_if_failed  # a failed bench gate exits 1 (issue 6)
+
+        raise_if_failed(out)
     except EdgekdError:
         # A user error before any stage finished leaves no half-made run directory behind.
         if fresh and not any(r.get("status") == "done" for r in run.manifest.get("stages", {}).values()):
@@ -370,14 +373,85 @@ def bench(
         int | None, typer.Option("--threads", help="ONNX Runtime intra-op threads (default: physical cores).")
     ] = None,
     runs: Annotated[int | None, typer.Option("--runs", help="Timed runs at batch 1 (>= 50).")] = None,
+    # --- issue 6: runtimes, batches and CI gates ---
+    runtime: Annotated[
+        str | None,
+        typer.Option(
+            "--runtime",
+            help="Comma-separated runtimes: onnxruntime (default), onnxruntime-cuda, onnxruntime-tensorrt, "
+            "torch, torch-cuda (FP32 and FP16), tensorrt. One that cannot run here is skipped with its reason.",
+        ),
+    ] = None,
+    batch: Annotated[
+        str | None, typer.Option("--batch", help="Comma-separated batch sizes to time, e.g. 1,8,32 (default 1,32).")
+    ] = None,
+    max_latency_ms: Annotated[
+        float | None, typer.Option("--max-latency-ms", help="Gate: student p50 latency at batch 1 at most this.")
+    ] = None,
+    min_accuracy: Annotated[
+        float | None, typer.Option("--min-accuracy", help="Gate: student top-1 at least this, in percent (e.g. 95).")
+    ] = None,
+    max_accuracy_drop: Annotated[
+        float | None,
+        typer.Option("--max-accuracy-drop", help="Gate: student top-1 at most this many points below the teacher."),
+    ] = None,
+    baseline: Annotated[
+        Path | None, typer.Option("--baseline", help="An earlier bench/results.json to compare latency with.")
+    ] = None,
+    max_regression: Annotated[
+        str | None,
+        typer.Option("--max-regression", help="Gate: p50 latency at most this much above --baseline, e.g. 10%."),
+    ] = None,
     resume: ResumeOpt = False,
     set_: SetOpt = None,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """(Re)run the bench stage: ONNX accuracy, latency p50/p90/p99, throughput and size, teacher vs student."""
-    overrides = _overrides({"bench.threads": threads, "bench.runs": runs}, set_)
+    """(Re)run the bench stage: accuracy, latency p50/p90/p99, throughput, memory and size of teacher and
+    student (FP32 and INT8) in each runtime, then the CI gates.
+
+    Writes RUN_DIR/bench/results.json, results.md, junit.xml and accuracy_latency.png. A failed gate
+    exits 1 and names the gate and by how much.
+    """
+    overrides = _overrides(
+        {
+            "bench.threads": threads,
+            "bench.runs": runs,
+            "bench.runtimes": _csv(runtime, "--runtime", str),
+            "bench.batch_sizes": _csv(batch, "--batch", int),
+            "bench.gates.max_latency_ms": max_latency_ms,
+            "bench.gates.min_accuracy_pct": min_accuracy,
+            "bench.gates.max_accuracy_drop_points": max_accuracy_drop,
+            "bench.gates.baseline": str(baseline.expanduser().resolve()) if baseline else None,
+            "bench.gates.max_regression_pct": _percent(max_regression, "--max-regression"),
+        },
+        set_,
+    )
     _stage_command("bench", run_dir, overrides, resume, quiet, as_json)
+    from edgekd.bench.gates import raise_if_failed
+
+    raise_if_failed(run_dir)
+
+
+def _csv(value: str | None, flag: str, kind: type) -> list | None:
+    """``"1,8,32"`` -> ``[1, 8, 32]``; a user error naming the flag when an item does not parse."""
+    if value is None:
+        return None
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    try:
+        return [kind(v) for v in items]
+    except ValueError:
+        raise EdgekdError(f"{flag} {value!r}: expected a comma-separated list, e.g. {flag} 1,8,32") from None
+
+
+def _percent(value: str | None, flag: str) -> float | None:
+    """``"10%"`` or ``"10"`` -> 10.0."""
+    if value is None:
+        return None
+    try:
+        return float(value.strip().removesuffix("%"))
+    except ValueError:
+        raise EdgekdError(f"{flag} {value!r}: expected a percentage such as 10%") from None
 
 
 # ---- train-teacher ---------------------------------------------------------------------------
