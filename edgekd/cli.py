@@ -454,6 +454,59 @@ def _percent(value: str | None, flag: str) -> float | None:
         raise EdgekdError(f"{flag} {value!r}: expected a percentage such as 10%") from None
 
 
+# ---- package (issue 6) -----------------------------------------------------------------------
+@app.command()
+@handles_errors
+def package(
+    run_dir: RunDirArg,
+    target: Annotated[
+        str | None,
+        typer.Option("--target", help="Target profile of the bundle (default: the run's target), or a profile YAML."),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Also copy the bundle folder and its .tar.gz into this folder."),
+    ] = None,
+    fp32: Annotated[
+        bool | None, typer.Option("--fp32/--no-fp32", help="Also ship model_fp32.onnx beside the INT8 model.")
+    ] = None,
+    jetpack: Annotated[
+        str | None, typer.Option("--jetpack", help="Jetson targets: the JetPack to build for (default: the newest).")
+    ] = None,
+    resume: ResumeOpt = False,
+    set_: SetOpt = None,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """(Re)build the deployment bundle: model_int8.onnx, labels, preprocess.json, infer.py, build_engine.sh,
+    a Dockerfile for the target, manifest.json (sha256 of every file) and MODEL_CARD.md, plus its .tar.gz.
+
+    Written to RUN_DIR/package/NAME/ and RUN_DIR/package/NAME.tar.gz.
+    """
+    target_value = str(Path(target).resolve()) if target and Path(target).is_file() else target
+    overrides = _overrides({"package.target": target_value, "package.include_fp32": fp32, "package.jetpack": jetpack}, set_)
+    if out is not None and out.exists() and not out.is_dir():
+        raise EdgekdError(f"--out {out} is a file; pass a folder to copy the bundle into")
+    _stage_command("package", run_dir, overrides, resume, quiet, as_json)
+    if out is not None:
+        _copy_bundle(run_dir, out, quiet or as_json)
+
+
+def _copy_bundle(run_dir: Path, out: Path, quiet: bool) -> None:
+    from edgekd.pipeline import RunDir
+
+    metrics = RunDir(run_dir).load_manifest()["stages"]["package"]["metrics"]
+    name = metrics["bundle"]
+    if (out / name).exists():
+        raise EdgekdError(f"{out / name} already exists; remove it or pass another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(run_dir / "package" / name, out / name)
+    if metrics.get("tarball"):
+        shutil.copy2(run_dir / metrics["tarball"], out / Path(metrics["tarball"]).name)
+    if not quiet:
+        print(f"bundle copied to {out / name}", file=sys.stderr)
+
+
 # ---- train-teacher ---------------------------------------------------------------------------
 @app.command("train-teacher")
 @handles_errors

@@ -165,6 +165,8 @@ class PackageConfig(_Strict):
     """The deployment bundle (issue 6): ``edgekd package RUN_DIR``."""
 
     target: str | None = None  # a profile name or file; None: the run's target
+    # auto: the target profile's precision (int8 -> the INT8 model when the run has one, else FP32)
+    precision: Literal["auto", "int8", "fp32"] = "auto"
     include_fp32: bool = False  # also ship model_fp32.onnx beside the INT8 model
     jetpack: str | None = None  # Jetson targets: which of the profile's JetPacks (default: the newest)
     base_image: str | None = None  # override the Dockerfile's base image

@@ -11,12 +11,12 @@ case "${1:-}" in
   -h|--help|--runtime=onnxruntime) exec python3 "$APP/infer.py" "$@" ;;
 esac
 mkdir -p "$ENGINE_DIR"
-if ! python3 - "$ENGINE" <<'PY'
+if ! python3 - "$APP" "$ENGINE" <<'PY'
 import sys
-sys.path.insert(0, "/app")
+sys.path.insert(0, sys.argv[1])
 from pathlib import Path
 from infer import engine_fits
-reason = engine_fits(Path(sys.argv[1]))
+reason = engine_fits(Path(sys.argv[2]))
 if reason:
     print(f"entrypoint: building the TensorRT engine ({reason})", file=sys.stderr)
 sys.exit(1 if reason else 0)
