@@ -402,6 +402,9 @@ def bench(
         str | None,
         typer.Option("--max-regression", help="Gate: p50 latency at most this much above --baseline, e.g. 10%."),
     ] = None,
+    no_gates: Annotated[
+        bool, typer.Option("--no-gates", help="Drop the gates saved in the run's config.yaml by an earlier bench.")
+    ] = False,
     resume: ResumeOpt = False,
     set_: SetOpt = None,
     quiet: QuietOpt = False,
@@ -411,10 +414,14 @@ def bench(
     student (FP32 and INT8) in each runtime, then the CI gates.
 
     Writes RUN_DIR/bench/results.json, results.md, junit.xml and accuracy_latency.png. A failed gate
-    exits 1 and names the gate and by how much.
+    exits 1 and names the gate and by how much. Gate options replace the gates saved in the run's
+    config.yaml (by an earlier bench); without any, the saved gates apply again.
     """
+    gate_flags = (max_latency_ms, min_accuracy, max_accuracy_drop, baseline, max_regression)
     overrides = _overrides(
         {
+            # any gate option (or --no-gates) starts from no gates, so earlier gates do not linger
+            "bench.gates": {} if no_gates or any(v is not None for v in gate_flags) else None,
             "bench.threads": threads,
             "bench.runs": runs,
             "bench.runtimes": _csv(runtime, "--runtime", str),
@@ -484,7 +491,9 @@ def package(
     Written to RUN_DIR/package/NAME/ and RUN_DIR/package/NAME.tar.gz.
     """
     target_value = str(Path(target).resolve()) if target and Path(target).is_file() else target
-    overrides = _overrides({"package.target": target_value, "package.include_fp32": fp32, "package.jetpack": jetpack}, set_)
+    overrides = _overrides(
+        {"package.target": target_value, "package.include_fp32": fp32, "package.jetpack": jetpack}, set_
+    )
     if out is not None and out.exists() and not out.is_dir():
         raise EdgekdError(f"--out {out} is a file; pass a folder to copy the bundle into")
     _stage_command("package", run_dir, overrides, resume, quiet, as_json)

@@ -81,10 +81,8 @@ def evaluate_gates(results: dict[str, Any], gates: GateConfig, baseline: dict[st
         if gates.max_latency_ms is not None:
             value, limit = lat[f"{pct}_ms"], gates.max_latency_ms
             ok = value <= limit
-            msg = (
-                f"{pct} latency {value:.3f} ms at batch {lat['batch_size']} "
-                f"{'<=' if ok else '>'} {limit:g} ms"
-                + ("" if ok else f" (over by {value - limit:.3f} ms, {100 * (value / limit - 1):+.0f}%)")
+            msg = f"{pct} latency {value:.3f} ms at batch {lat['batch_size']} {'<=' if ok else '>'} {limit:g} ms" + (
+                "" if ok else f" (over by {value - limit:.3f} ms, {100 * (value / limit - 1):+.0f}%)"
             )
             out.append(GateResult("max_latency_ms", name, "passed" if ok else "failed", value, limit, msg))
         top1 = row.get("top1")

@@ -11,6 +11,7 @@ def _pct(x: float | None) -> str:
 
 def model_card(m: dict[str, Any]) -> str:
     model, acc, target = m["model"], m["metrics"], m["target"]
+    int8_known = acc.get("student_int8_top1") is not None
     lines = [
         f"# {m['name']}",
         "",
@@ -33,7 +34,7 @@ def model_card(m: dict[str, Any]) -> str:
         f"the validation split ({acc['split']}), measured by edgekd with {acc['measured_with']}. "
         "`infer.py --npz val.npz` on the same images reproduces it.",
         f"- Teacher: {_pct(acc.get('teacher_top1'))}; FP32 student in PyTorch: {_pct(acc.get('student_fp32_top1'))}"
-        + (f"; INT8 student (fake-quant, PyTorch): {_pct(acc['student_int8_top1'])}" if acc.get("student_int8_top1") else "")
+        + (f"; INT8 student (fake-quant, PyTorch): {_pct(acc.get('student_int8_top1'))}" if int8_known else "")
         + ".",
     ]
     if model["format"] == "tensorrt-int8-qdq":
@@ -51,9 +52,7 @@ def model_card(m: dict[str, Any]) -> str:
             )
     else:
         lines.append("- Not benchmarked in this run.")
-    lines.append(
-        "- On the target: `infer.py --npz val.npz --bench` (or `docker run ... --bench`) measures it there."
-    )
+    lines.append("- On the target: `infer.py --npz val.npz --bench` (or `docker run ... --bench`) measures it there.")
     pre = m["preprocess"]
     lines += [
         "",
@@ -81,7 +80,7 @@ def model_card(m: dict[str, Any]) -> str:
             "",
             "    docker build -t edgekd-model .",
             f"    docker run --rm {'--runtime nvidia' if target['kind'] == 'jetson' else '--gpus all'} "
-            "-v edgekd-engine:/app/engine -v \"$PWD/data:/data\" edgekd-model --npz /data/val.npz --bench",
+            '-v edgekd-engine:/app/engine -v "$PWD/data:/data" edgekd-model --npz /data/val.npz --bench',
             "",
             "The first start builds the engine into the `edgekd-engine` volume (a minute or more on a Jetson).",
         ]
@@ -93,8 +92,11 @@ def model_card(m: dict[str, Any]) -> str:
             '    docker run --rm -v "$PWD/data:/data" edgekd-model --npz /data/val.npz --bench',
         ]
     if target.get("jetpack"):
-        lines += ["", f"Built for JetPack {target['jetpack']} (TensorRT {target.get('tensorrt')}): the container's "
-                  "L4T release must match the device's (`cat /etc/nv_tegra_release`)."]
+        lines += [
+            "",
+            f"Built for JetPack {target['jetpack']} (TensorRT {target.get('tensorrt')}): the container's "
+            "L4T release must match the device's (`cat /etc/nv_tegra_release`).",
+        ]
     lines += [
         "",
         "## Limits",

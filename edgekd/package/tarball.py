@@ -74,7 +74,9 @@ def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike) -> list[Pa
             path = _check_name(m.name, str(archive))
             if not (m.isfile() or m.isdir()):
                 kind = "link" if (m.issym() or m.islnk()) else "special file"
-                raise EdgekdError(f"refusing {archive}: member {m.name!r} is a {kind}; a bundle holds regular files only")
+                raise EdgekdError(
+                    f"refusing {archive}: member {m.name!r} is a {kind}; a bundle holds regular files only"
+                )
             target = (root / Path(*path.parts)).resolve()
             if target != root and root not in target.parents:
                 raise EdgekdError(f"refusing {archive}: member {m.name!r} would be written outside {dest}")

@@ -9,9 +9,9 @@ Runtime: TensorRT when the `tensorrt` package is importable and an engine built 
 exists (see build_engine.sh; the engine's .json sidecar must name this GPU and TensorRT version),
 else ONNX Runtime. Force one with --runtime. Preprocessing (size, layout, mean, std) is read from
 preprocess.json, the same as edgekd used when it measured the accuracy in manifest.json.
-"""
 
-from __future__ import annotations
+Written for Python 3.6+ (JetPack 4 ships 3.6): no newer syntax, no type-annotation generics.
+"""
 
 import argparse
 import json
@@ -24,7 +24,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 
 
-def load_preprocess(path: Path) -> dict:
+def load_preprocess(path):
     return json.loads(path.read_text())
 
 
@@ -37,12 +37,12 @@ def resize_center_crop(image, size_hw):
     scale = max(h_out / h, w_out / w)
     nw, nh = max(w_out, round(w * scale)), max(h_out, round(h * scale))
     if (nw, nh) != (w, h):
-        image = image.resize((nw, nh), Image.Resampling.BILINEAR)
+        image = image.resize((nw, nh), getattr(Image, "Resampling", Image).BILINEAR)
     left, top = (nw - w_out) // 2, (nh - h_out) // 2
     return image.crop((left, top, left + w_out, top + h_out))
 
 
-def read_images(paths: list[str], pre: dict) -> np.ndarray:
+def read_images(paths, pre):
     """Image files -> uint8 (N, C, H, W)."""
     from PIL import Image
 
@@ -56,7 +56,7 @@ def read_images(paths: list[str], pre: dict) -> np.ndarray:
     return np.stack(out)
 
 
-def read_npz(path: str, pre: dict) -> tuple[np.ndarray, np.ndarray | None]:
+def read_npz(path, pre):
     """``x`` as uint8 (N, C, H, W) (accepts N,H,W / N,H,W,C / N,C,H,W; floats in [0, 1]) and ``y`` if present."""
     c = pre["shape"][0]
     with np.load(path, allow_pickle=False) as data:
@@ -73,7 +73,7 @@ def read_npz(path: str, pre: dict) -> tuple[np.ndarray, np.ndarray | None]:
     return np.ascontiguousarray(x), y
 
 
-def normalize(x: np.ndarray, pre: dict) -> np.ndarray:
+def normalize(x, pre):
     mean = np.asarray(pre["mean"], dtype=np.float32).reshape(1, -1, 1, 1)
     std = np.asarray(pre["std"], dtype=np.float32).reshape(1, -1, 1, 1)
     return ((x.astype(np.float32) / np.float32(255.0)) - mean) / std
@@ -82,7 +82,7 @@ def normalize(x: np.ndarray, pre: dict) -> np.ndarray:
 class OnnxRuntimeRunner:
     name = "onnxruntime"
 
-    def __init__(self, model: Path, threads: int | None):
+    def __init__(self, model, threads):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -95,7 +95,7 @@ class OnnxRuntimeRunner:
         self.fixed = first if isinstance(first, int) else None
         self.detail = f"onnxruntime {ort.__version__} CPU, {model.name}"
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
+    def __call__(self, x):
         if self.fixed is None or self.fixed == x.shape[0]:
             return self.session.run(None, {self.input: x})[0]
         outs = []
@@ -119,23 +119,24 @@ class _CudaRT:
         self.lib = ctypes.CDLL(name)
         self.ctypes = ctypes
 
-    def _check(self, code: int, what: str) -> None:
+    def _check(self, code, what):
         if code != 0:
             raise RuntimeError(f"{what} failed with CUDA error {code}")
 
-    def malloc(self, nbytes: int) -> int:
+    def malloc(self, nbytes):
         ptr = self.ctypes.c_void_p()
         self._check(self.lib.cudaMalloc(self.ctypes.byref(ptr), self.ctypes.c_size_t(nbytes)), "cudaMalloc")
         return ptr.value
 
-    def copy(self, dst, src, nbytes: int, kind: int) -> None:  # kind 1: host->device, 2: device->host
+    def copy(self, dst, src, nbytes, kind):  # kind 1: host->device, 2: device->host
         c = self.ctypes
-        self._check(self.lib.cudaMemcpy(c.c_void_p(dst), c.c_void_p(src), c.c_size_t(nbytes), c.c_int(kind)), "cudaMemcpy")
+        code = self.lib.cudaMemcpy(c.c_void_p(dst), c.c_void_p(src), c.c_size_t(nbytes), c.c_int(kind))
+        self._check(code, "cudaMemcpy")
 
-    def sync(self) -> None:
+    def sync(self):
         self._check(self.lib.cudaDeviceSynchronize(), "cudaDeviceSynchronize")
 
-    def free(self, ptr: int) -> None:
+    def free(self, ptr):
         self.lib.cudaFree(self.ctypes.c_void_p(ptr))
 
 
@@ -144,7 +145,7 @@ class TensorRTRunner:
 
     name = "tensorrt"
 
-    def __init__(self, engine_path: Path):
+    def __init__(self, engine_path):
         import tensorrt as trt
 
         self.trt = trt
@@ -164,10 +165,10 @@ class TensorRTRunner:
         self.input = names[is_input.index(True)]
         self.output = names[is_input.index(False)]
         self.names = names
-        self.buffers: dict[str, tuple[int, int]] = {}
+        self.buffers = {}  # name -> (device pointer, bytes)
         self.detail = f"tensorrt {trt.__version__}, {engine_path.name}"
 
-    def _buffer(self, name: str, nbytes: int) -> int:
+    def _buffer(self, name, nbytes):
         ptr, size = self.buffers.get(name, (0, 0))
         if size < nbytes:
             if ptr:
@@ -176,7 +177,7 @@ class TensorRTRunner:
             self.buffers[name] = (ptr, size)
         return ptr
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
+    def __call__(self, x):
         x = np.ascontiguousarray(x, dtype=np.float32)
         if self.named:
             self.context.set_input_shape(self.input, x.shape)
@@ -202,7 +203,7 @@ class TensorRTRunner:
         return out
 
 
-def engine_fits(engine: Path) -> str | None:
+def engine_fits(engine):
     """None when ``engine`` was built here (its sidecar names this GPU and TensorRT version), else why not."""
     sidecar = engine.with_suffix(engine.suffix + ".json")
     if not engine.is_file():
@@ -220,12 +221,16 @@ def engine_fits(engine: Path) -> str | None:
     return None
 
 
-def _gpu_name() -> str | None:
+def _gpu_name():
     import subprocess
 
     try:
         out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, timeout=10
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            universal_newlines=True,
+            timeout=10,
         )
         if out.returncode == 0 and out.stdout.strip():
             return out.stdout.strip().splitlines()[0]
@@ -235,7 +240,7 @@ def _gpu_name() -> str | None:
     return model.read_text(errors="replace").strip("\x00\n ") if model.is_file() else None
 
 
-def make_runner(args, manifest: dict):
+def make_runner(args, manifest):
     engine = Path(args.engine)
     if args.runtime in ("auto", "tensorrt"):
         try:
@@ -252,14 +257,14 @@ def make_runner(args, manifest: dict):
     return OnnxRuntimeRunner(HERE / (args.model or manifest["model"]["file"]), args.threads)
 
 
-def topk(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def topk(logits, k):
     z = logits - logits.max(axis=1, keepdims=True)
     p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
     idx = np.argsort(-p, axis=1, kind="stable")[:, :k]
     return idx, np.take_along_axis(p, idx, axis=1)
 
 
-def bench(runner, x: np.ndarray, batch: int, runs: int, warmup: int) -> dict:
+def bench(runner, x, batch, runs, warmup):
     out = {}
     for b in sorted({1, batch}):
         reps = np.resize(x, (b, *x.shape[1:])) if x.shape[0] < b else x[:b]
@@ -271,12 +276,21 @@ def bench(runner, x: np.ndarray, batch: int, runs: int, warmup: int) -> dict:
             runner(reps)
             ms.append((time.perf_counter() - t) * 1e3)
         p50, p90, p99 = np.percentile(ms, [50, 90, 99])
-        out[str(b)] = {"batch": b, "runs": runs, "p50_ms": p50, "p90_ms": p90, "p99_ms": p99, "throughput_ips": b / p50 * 1e3}
+        out[str(b)] = {
+            "batch": b,
+            "runs": runs,
+            "p50_ms": p50,
+            "p90_ms": p90,
+            "p99_ms": p99,
+            "throughput_ips": b / p50 * 1e3,
+        }
     return out
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv=None):
+    ap = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("images", nargs="*", help="image files (png, jpg, ...)")
     ap.add_argument("--npz", help="an .npz with x (uint8 images) and optionally y (labels)")
     ap.add_argument("--model", help="ONNX file for ONNX Runtime (default: the bundle's model)")
