@@ -82,7 +82,9 @@ def int8_run(tmp_path_factory, cli, digits_teacher) -> Path:
 
     data = load_data("digits", val_fraction=0.2, seed=0, max_train_samples=None, image_size=None)
     norm = normalization_from_teacher_json(out / "teacher")
-    calib = np.concatenate([x.numpy() for x, _ in BatchIterator(data.train, 128, shuffle=False, seed=0, normalization=norm)])[:256]
+    calib = np.concatenate(
+        [x.numpy() for x, _ in BatchIterator(data.train, 128, shuffle=False, seed=0, normalization=norm)]
+    )[:256]
     _quantize_static(out / "export" / "model_fp32.onnx", out / "export" / "model_int8_cpu.onnx", calib, symmetric=False)
     _quantize_static(out / "export" / "model_fp32.onnx", out / "export" / "model_int8.onnx", calib, symmetric=True)
     run = RunDir(out)

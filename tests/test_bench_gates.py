@@ -13,6 +13,8 @@ from edgekd.bench.gates import evaluate_gates
 from edgekd.bench.junit import junit_xml
 from edgekd.config import GateConfig
 
+CHEAP = ("--runtime", "onnxruntime", "--batch", "1", *FAST_BENCH_OPTS)  # gate tests need one runtime only
+
 
 def _cases(path: Path) -> dict[str, object]:
     xml = JUnitXml.fromfile(str(path))
@@ -23,7 +25,13 @@ def _cases(path: Path) -> dict[str, object]:
 def benched(int8_run, cli):
     """bench with four runtimes (two of which cannot run here) and three batch sizes."""
     result = cli(
-        "bench", int8_run, "--runtime", "onnxruntime,torch,torch-cuda,tensorrt", "--batch", "1,4,8", "--json",
+        "bench",
+        int8_run,
+        "--runtime",
+        "onnxruntime,torch,torch-cuda,tensorrt",
+        "--batch",
+        "1,4,8",
+        "--json",
         *FAST_BENCH_OPTS,
     )
     assert result.exit_code == 0, result.output
@@ -79,8 +87,16 @@ def test_junit_has_a_case_per_model_runtime_and_skip(benched):
 def test_impossible_gate_turns_the_job_red(benched, cli):
     run, _ = benched
     result = cli(
-        "bench", run, "--max-latency-ms", "0.000001", "--max-accuracy-drop", "100", "--min-accuracy", "99.99",
-        "--quiet", *FAST_BENCH_OPTS,
+        "bench",
+        run,
+        "--max-latency-ms",
+        "0.000001",
+        "--max-accuracy-drop",
+        "100",
+        "--min-accuracy",
+        "99.99",
+        "--quiet",
+        *CHEAP,
     )
     assert result.exit_code == 1, result.output
     line = result.stderr.strip().splitlines()[-1]
@@ -106,7 +122,7 @@ def test_baseline_regression_gate(benched, cli, tmp_path):
             rec["p50_ms"] /= 100
     baseline = tmp_path / "baseline.json"
     baseline.write_text(json.dumps(fast))
-    result = cli("bench", run, "--baseline", baseline, "--max-regression", "10%", "--quiet", *FAST_BENCH_OPTS)
+    result = cli("bench", run, "--baseline", baseline, "--max-regression", "10%", "--quiet", *CHEAP)
     assert result.exit_code == 1 and "max_regression" in result.stderr and "+9" in result.stderr
     result = cli("bench", run, "--max-regression", "10%", "--quiet")  # gate options replace the saved ones
     assert result.exit_code == 2 and "needs --baseline" in result.stderr
@@ -125,7 +141,12 @@ def test_unknown_runtime_and_bad_batch_are_user_errors(int8_run, cli):
 def _row(model, fmt, top1, p50, runtime="onnxruntime"):
     rec = {"batch_size": 1, "p50_ms": p50, "p90_ms": p50, "p99_ms": p50, "source": "measured"}
     return {
-        "model": model, "format": fmt, "runtime": runtime, "top1": top1, "latency_b1": rec, "latency": {"1": rec},
+        "model": model,
+        "format": fmt,
+        "runtime": runtime,
+        "top1": top1,
+        "latency_b1": rec,
+        "latency": {"1": rec},
     }
 
 
@@ -167,7 +188,9 @@ def test_junit_counts_and_escaping(tmp_path):
     results = {
         **RESULTS,
         "skipped": [{"runtime": "tensorrt", "reason": "no <GPU> & no tensorrt"}],
-        "gates": [g.as_dict() for g in evaluate_gates(RESULTS, GateConfig(max_latency_ms=0.25, min_accuracy_pct=90), None)],
+        "gates": [
+            g.as_dict() for g in evaluate_gates(RESULTS, GateConfig(max_latency_ms=0.25, min_accuracy_pct=90), None)
+        ],
     }
     path = tmp_path / "junit.xml"
     path.write_text(junit_xml(results, timestamp="2026-01-01T00:00:00+00:00", seconds=1.5))
@@ -176,3 +199,20 @@ def test_junit_counts_and_escaping(tmp_path):
     assert (suite.tests, suite.failures, suite.skipped) == (5, 1, 1)
     cases = _cases(path)
     assert cases["edgekd.bench.tensorrt::all models"].result[0].message == "no <GPU> & no tensorrt"
+
+
+def test_plot_draws_the_search_front_from_the_journal(tmp_path):
+    from edgekd.bench.plots import accuracy_latency_plot, search_front
+
+    (tmp_path / "search").mkdir()
+    trials = [
+        {"kind": "nas", "latency_ms": 1.0, "proxy_top1": 0.90, "latency_source": "roofline"},
+        {"kind": "nas", "latency_ms": 2.0, "proxy_top1": 0.85, "latency_source": "roofline"},  # dominated
+        {"kind": "nas", "latency_ms": 3.0, "proxy_top1": 0.95, "latency_source": "roofline"},
+        {"kind": "nas", "latency_ms": 0.5, "status": "rejected"},
+    ]
+    (tmp_path / "search" / "trials.jsonl").write_text("\n".join(map(json.dumps, trials)) + "\n")
+    front, source = search_front(tmp_path)
+    assert front == [(1.0, 90.0), (3.0, 95.0)] and source == "roofline"
+    out = accuracy_latency_plot(RESULTS, tmp_path / "plot.png", front=front, front_source=source)
+    assert out is not None and out.read_bytes()[:4] == b"\x89PNG"

@@ -36,7 +36,8 @@ def bundles(int8_run, cli, tmp_path_factory) -> dict[str, Path]:
     """Two bundles of the same run: the Jetson one (its target) and an INT8 CPU one (--out copies)."""
     out = tmp_path_factory.mktemp("bundles")
     made = {}
-    for target, extra in (("jetson-orin-nano", ["--fp32"]), ("x86-cpu", ["--no-fp32", "--set", "package.precision=int8"])):
+    cpu_int8 = ["--no-fp32", "--set", "package.precision=int8"]
+    for target, extra in (("jetson-orin-nano", ["--fp32"]), ("x86-cpu", cpu_int8)):
         result = cli("package", int8_run, "--target", target, "--out", out, "--quiet", *extra)
         assert result.exit_code == 0, result.output
         made[target] = out / f"cnn_small-{target}"
@@ -76,7 +77,8 @@ def test_bundle_picks_the_int8_flavour_for_each_target(bundles, int8_run):
     assert "build_engine.sh" in jetson["files"] and "build_engine.sh" not in cpu["files"]
     script = (bundles["jetson-orin-nano"] / "build_engine.sh").read_text()
     assert "trtexec" in script and "--saveEngine" in script and "model_int8.onnx" in script
-    assert "--maxShapes=input:8x1x8x8" in script and ".engine.json" in script  # profile max_batch; sidecar
+    assert "--maxShapes=input:8x1x8x8" in script  # the profile's max_batch
+    assert "ENGINE=engine/model.engine" in script and '"tensorrt": tensorrt.__version__' in script  # the sidecar
     assert not list(bundles["jetson-orin-nano"].rglob("*.engine"))  # never ship an engine
 
 

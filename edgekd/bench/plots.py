@@ -16,7 +16,7 @@ from typing import Any
 from edgekd.io import atomic_write
 
 _LAT_KEYS = ("latency_ms", "p50_ms", "latency")
-_ACC_KEYS = ("val_top1", "top1", "accuracy")
+_ACC_KEYS = ("val_top1", "top1", "proxy_top1", "accuracy")  # the search journal has proxy_top1
 
 
 def search_front(run_path: Path) -> tuple[list[tuple[float, float]], str]:
@@ -31,6 +31,8 @@ def search_front(run_path: Path) -> tuple[list[tuple[float, float]], str]:
         except ValueError:
             continue
         flat = {**trial, **(trial.get("metrics") or {})} if isinstance(trial, dict) else {}
+        if flat.get("status") == "rejected":
+            continue
         lat = next((flat[k] for k in _LAT_KEYS if isinstance(flat.get(k), int | float)), None)
         acc = next((flat[k] for k in _ACC_KEYS if isinstance(flat.get(k), int | float)), None)
         if lat is None or acc is None:
@@ -79,7 +81,8 @@ def accuracy_latency_plot(results: dict[str, Any], path: Path, *, front=(), fron
         )
     if front:
         xs, ys = zip(*front, strict=True)
-        ax.plot(xs, ys, "--", color="tab:green", marker=".", label=f"search Pareto front ({front_source})")
+        label = f"search Pareto front (search accuracy; {front_source} latency, not measured here)"
+        ax.plot(xs, ys, "--", color="tab:green", marker=".", label=label)
         ax.legend(fontsize=7, loc="lower right")
     ax.set_xscale("log")
     ax.set_xlabel(f"p50 latency at batch {rows[0]['latency_b1']['batch_size']} (ms, measured, log scale)")
