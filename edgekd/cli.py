@@ -232,8 +232,9 @@ def compress(
 ) -> None:
     """Teacher in, small fast student out: distil, export to ONNX, benchmark, report.
 
-    Runs the stages teacher -> distill -> export -> bench in one run directory and prints the
-    accuracy / latency / size table. Rerun with --resume to continue an interrupted run.
+    Runs the stages teacher -> distill -> export -> bench -> package in one run directory and prints the
+    accuracy / latency / size table. Rerun with --resume to continue an interrupted run. A failed
+    bench gate (--set bench.gates.max_latency_ms=... etc., see `edgekd bench --help`) exits 1.
     """
     from edgekd.pipeline import RunDir, library_versions, registered_stages
     from edgekd.targets import load_target

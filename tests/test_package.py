@@ -186,3 +186,24 @@ def test_package_errors_are_one_line(int8_run, cli, tmp_path):
     assert result.exit_code == 2 and "runs JetPack 5.1.1, 6.2, not 4.6.1" in result.stderr
     result = cli("package", int8_run, "--target", "no-such-target", "--quiet")
     assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_infer_reads_image_files_and_benches(bundles, val_npz, tmp_path):
+    from PIL import Image
+
+    bundle = bundles["x86-cpu"]
+    with np.load(val_npz) as data:
+        x = data["x"][:3]
+    paths = []
+    for i, img in enumerate(x):
+        paths.append(tmp_path / f"digit{i}.png")
+        Image.fromarray(img[0], mode="L").save(paths[-1])
+    from_files = _infer(bundle, *paths, "--top-k", "3", "--bench", "--runs", "5", "--batch", "4")
+    assert [p["input"] for p in from_files["predictions"]] == [str(p) for p in paths]
+    assert all(len(p["top_k"]) == 3 for p in from_files["predictions"])
+    from_npz = _infer(bundle, "--npz", val_npz)
+    assert [p["top_k"][0]["index"] for p in from_files["predictions"]] == [
+        p["top_k"][0]["index"] for p in from_npz["predictions"][:3]
+    ]
+    bench = from_files["bench"]
+    assert set(bench) == {"1", "4"} and all(0 < b["p50_ms"] <= b["p99_ms"] for b in bench.values())

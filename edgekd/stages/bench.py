@@ -273,8 +273,13 @@ def _metrics(results: dict[str, Any]) -> dict[str, Any]:
     for r in results["models"]:
         if r["runtime"] != first:
             continue
-        prefix = r["model"] if r["format"] == "onnx-fp32" else f"{r['model']}_{r['format'].replace('-', '_')}"
-        metrics[f"{prefix}_onnx_top1" if r["format"].startswith("onnx") else f"{prefix}_top1"] = r["top1"]
+        kind, precision = r["format"].split("-", 1)
+        if kind == "onnx":  # teacher_onnx_top1, student_onnx_top1, student_int8_onnx_top1, ...
+            prefix = r["model"] if precision == "fp32" else f"{r['model']}_{precision}"
+            metrics[f"{prefix}_onnx_top1"] = r["top1"]
+        else:
+            prefix = f"{r['model']}_{kind}_{precision}"
+            metrics[f"{prefix}_top1"] = r["top1"]
         metrics[f"{prefix}_bytes"] = r["bytes"]
         metrics[f"{prefix}_p50_ms"] = r["latency_b1"]["p50_ms"]
     metrics.update({k: v for k, v in results["comparison"].items() if k != "runtime"})
