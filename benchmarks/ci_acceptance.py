@@ -21,7 +21,6 @@ import platform
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +43,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--work", type=Path, default=REPO / "benchmarks" / "work" / "ci")
+    ap.add_argument("--reuse", action="store_true", help="keep the run and bundles of an earlier call (steps 2-3 only)")
     args = ap.parse_args()
     from junitparser import Failure, JUnitXml
 
@@ -52,18 +52,21 @@ def main() -> None:
     from edgekd.package.bundle import verify_bundle
     from edgekd.package.tarball import safe_extract
 
-    shutil.rmtree(args.work, ignore_errors=True)
-    args.work.mkdir(parents=True)
     teacher, run, out = args.work / "teacher.pt", args.work / "run", args.work / "bundles"
-    t0 = time.perf_counter()
-    edgekd("train-teacher", "--arch", "cnn_medium", "--data", "digits", "--epochs", args.epochs, "--out", teacher, "-q")
-    edgekd(
-        "compress", "--teacher", teacher, "--target", "jetson-orin-nano", "--data", "digits",
-        "--student", "cnn_small", "--epochs", args.epochs, "--out", run, "-q",
-    )  # fmt: skip
-    shutil.copytree(run / "package", out / "jetson")
-    edgekd("package", run, "--target", "x86-cpu", "--out", out / "cpu", "-q")
-    pipeline_s = time.perf_counter() - t0
+    if not (args.reuse and (out / "cpu").is_dir()):
+        shutil.rmtree(args.work, ignore_errors=True)
+        args.work.mkdir(parents=True)
+        epochs = ("--epochs", args.epochs)
+        edgekd("train-teacher", "--arch", "cnn_medium", "--data", "digits", *epochs, "--out", teacher, "-q")
+        edgekd(
+            "compress", "--teacher", teacher, "--target", "jetson-orin-nano", "--data", "digits",
+            "--student", "cnn_small", "--epochs", args.epochs, "--out", run, "-q",
+        )  # fmt: skip
+        shutil.copytree(run / "package", out / "jetson")
+        edgekd("package", run, "--target", "x86-cpu", "--out", out / "cpu", "-q")
+    shutil.rmtree(args.work / "unpacked", ignore_errors=True)
+    stages = json.loads((run / "manifest.json").read_text())["stages"]
+    pipeline_s = sum(r.get("seconds") or 0 for r in stages.values())  # compress + the last package
 
     data = load_data("digits", val_fraction=0.2, seed=0, max_train_samples=None, image_size=None)
     npz = args.work / "val.npz"
@@ -117,7 +120,7 @@ def main() -> None:
         "# Issue 6 acceptance on digits (CLI, as a CI job runs it)",
         "",
         f"Machine: {summary['machine']}. Teacher cnn_medium and student cnn_small, {args.epochs} epochs each; "
-        f"train-teacher + compress + package took {pipeline_s:.0f} s (wall clock, shared machine).",
+        f"the compress stages took {pipeline_s:.0f} s in all (wall clock, on a machine shared with four other jobs).",
         "",
         "| bundle | model | base image | top-1 in manifest (%) | top-1 by infer.py (%) | images | within 0.1 pt |",
         "|---|---|---|---:|---:|---:|---|",
