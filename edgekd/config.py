@@ -266,6 +266,21 @@ class ExportConfig(_Strict):
     export_teacher: bool = True  # also export the teacher so bench compares like with like
 
 
+class GateConfig(_Strict):
+    """CI gates checked by the bench stage (issue 6). Unset gates are not checked.
+
+    Accuracy is in percent and drops in percentage points, as the tables print them. The latency
+    and accuracy gates apply to every benchmarked student row (each model format and runtime).
+    """
+
+    max_latency_ms: float | None = Field(None, gt=0)  # at batch 1, the percentile below
+    latency_percentile: Literal["p50", "p90", "p99"] = "p50"
+    min_accuracy_pct: float | None = Field(None, ge=0, le=100)
+    max_accuracy_drop_points: float | None = Field(None, ge=0, le=100)  # student vs the teacher
+    baseline: str | None = None  # an earlier bench/results.json
+    max_regression_pct: float | None = Field(None, ge=0)  # p50 latency against the baseline, same row and batch
+
+
 class BenchConfig(_Strict):
     threads: int | None = Field(None, ge=1)  # None: all physical cores
     warmup: int = Field(10, ge=0)
@@ -273,6 +288,52 @@ class BenchConfig(_Strict):
     sessions: int = Field(3, ge=1)
     throughput_batch: int = Field(32, ge=1)
     throughput_runs: int = Field(12, ge=3)
+    # --- issue 6: runtimes, batch sizes, CI gates, plots ---
+    # Runtimes to measure (edgekd/bench/runtimes.py): onnxruntime, onnxruntime-cuda,
+    # onnxruntime-tensorrt, torch, torch-cuda, tensorrt. One that cannot run here is skipped with its reason.
+    runtimes: list[str] = ["onnxruntime"]
+    # Batch sizes to time; None: [1, throughput_batch]. Batch 1 gets `runs` timed runs, larger ones `throughput_runs`.
+    batch_sizes: list[int] | None = None
+    gates: GateConfig = GateConfig()
+    plot: bool = True  # bench/accuracy_latency.png
+
+    @field_validator("runtimes")
+    @classmethod
+    def _known_runtimes(cls, runtimes: list[str]) -> list[str]:
+        from edgekd.bench.runtimes import runtime_names
+
+        known = runtime_names()
+        if not runtimes:
+            raise ValueError(f"name at least one runtime; choose from {', '.join(known)}")
+        for name in runtimes:
+            if name not in known:
+                raise ValueError(f"unknown runtime {name!r}; choose from {', '.join(known)}")
+        return list(dict.fromkeys(runtimes))
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _positive_batches(cls, sizes: list[int] | None) -> list[int] | None:
+        if sizes is None:
+            return None
+        if not sizes or any(b < 1 for b in sizes):
+            raise ValueError("batch sizes must be positive integers, e.g. [1, 8, 32]")
+        return sorted(set(sizes))
+
+    def batches(self) -> list[int]:
+        return self.batch_sizes or sorted({1, self.throughput_batch})
+
+
+class PackageConfig(_Strict):
+    """The deployment bundle (issue 6): ``edgekd package RUN_DIR``."""
+
+    target: str | None = None  # a profile name or file; None: the run's target
+    # auto: the target profile's precision (int8 -> the INT8 model when the run has one, else FP32)
+    precision: Literal["auto", "int8", "fp32"] = "auto"
+    include_fp32: bool = False  # also ship model_fp32.onnx beside the INT8 model
+    jetpack: str | None = None  # Jetson targets: which of the profile's JetPacks (default: the newest)
+    base_image: str | None = None  # override the Dockerfile's base image
+    top_k: int = Field(5, ge=1)  # what infer.py prints by default
+    tarball: bool = True  # also write the bundle as .tar.gz
 
 
 # ---- search (issue 4: teacher-guided, latency-bounded student search with NNI) ----------------
@@ -301,6 +362,8 @@ class SearchConfig(_Strict):
     engine: Literal["sequential", "nni-local"] = "sequential"
     concurrency: int = Field(1, ge=1)  # nni-local only
     port: int = Field(8745, ge=1024, le=65535)  # nni-local only: NNI's manager (listens on all interfaces)
+
+
 class QuantizeConfig(_Strict):
     """Stage ``quantize``: INT8 by quantization-aware distillation (or PTQ), see edgekd/quant/."""
 
@@ -337,6 +400,7 @@ class RunConfig(_Strict):
     bench: BenchConfig = BenchConfig()
     search: SearchConfig = SearchConfig()
     quantize: QuantizeConfig = QuantizeConfig()
+    package: PackageConfig = PackageConfig()
 
 
 def _format_error(err: ValidationError, prefix: str) -> str:

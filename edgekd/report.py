@@ -67,6 +67,7 @@ def build_report(run: RunDir, stale: list[str] | None = None) -> str:
         out += [bench_md.read_text().rstrip(), ""]
     else:
         out.append("No benchmark yet (run `edgekd bench` on this folder).\n")
+    out += _bench_and_package_block(run, stages)
     if distill:
         line = (
             f"Validation top-1 in PyTorch: teacher {_pct(teacher.get('val_top1'))}, distilled student "
@@ -95,6 +96,24 @@ def build_report(run: RunDir, stale: list[str] | None = None) -> str:
     versions = manifest.get("versions", {})
     out += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()), ""]
     return "\n".join(out)
+
+
+def _bench_and_package_block(run: RunDir, stages: dict[str, Any]) -> list[str]:
+    """Issue 6: the accuracy/latency plot and the deployment bundle, when the run has them."""
+    out: list[str] = []
+    if (run.path / "bench" / "accuracy_latency.png").is_file():
+        out += ["![accuracy vs latency](bench/accuracy_latency.png)", ""]
+    pkg = stages.get("package", {})
+    m = pkg.get("metrics") or {}
+    if pkg.get("status") == "done" and m.get("bundle"):
+        tar = f" and `{m['tarball']}`" if m.get("tarball") else ""
+        out += [
+            f"Deployment bundle for {m['target']}: `package/{m['bundle']}/`{tar} ({m['model_file']}, "
+            f"{m['model_format']}; top-1 {_pct(m.get('top1'))} on {m.get('samples')} validation images in ONNX "
+            f"Runtime; Docker base `{m.get('base_image')}`). See its MODEL_CARD.md.",
+            "",
+        ]
+    return out
 
 
 def write_report(run: RunDir, stale: list[str] | None = None) -> Path:
@@ -126,6 +145,8 @@ def _scheme_lines(distill: dict[str, Any]) -> list[str]:
     if cache:
         out.append(f"Teacher output cache: {cache['hits']} hits, {cache['misses']} misses ({cache['dir']}).")
     return out + [""] if out else out
+
+
 # ---- INT8 (issue 5) ----------------------------------------------------------------------------
 def _int8_section(run: RunDir, stages: dict[str, Any]) -> list[str]:
     """INT8 beside FP32: accuracy (PyTorch), the two ONNX flavours, bytes, parity, layers kept in float."""

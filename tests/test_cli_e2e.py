@@ -56,7 +56,7 @@ def compressed(tmp_path_factory, cli, digits_teacher):
 def test_manifest_records_every_stage(compressed):
     out, summary = compressed
     manifest = json.loads((out / "manifest.json").read_text())
-    assert list(manifest["stages"]) == ["teacher", "distill", "quantize", "export", "bench"]
+    assert list(manifest["stages"]) == ["teacher", "distill", "quantize", "export", "bench", "package"]
     assert manifest["target"] == "jetson-orin-nano" and manifest["versions"]["onnxruntime"]
     assert manifest["target_profile"]["runtime"] == "tensorrt" and manifest["target_profile"]["precision"] == "int8"
     for rec in manifest["stages"].values():
@@ -86,7 +86,7 @@ def test_accuracy_targets_on_digits(compressed):
     student = summary["stages"]["distill"]["metrics"]["val_top1"]
     assert teacher >= 0.95 and student >= 0.93, (teacher, student)
     results = json.loads((out / "bench" / "results.json").read_text())
-    rows = {r["model"]: r for r in results["models"]}
+    rows = {r["model"]: r for r in results["models"] if r["format"] == "onnx-fp32"}
     # ONNX accuracy on the whole validation split equals PyTorch's within one image
     for name in ("teacher", "student"):
         assert abs(rows[name]["onnx_top1"] - rows[name]["pytorch_top1"]) <= 1 / rows[name]["val_samples"] + 1e-9

@@ -1,0 +1,126 @@
+"""Runtimes the bench stage measures with, by name, and what each one runs.
+
+A runtime turns a *candidate* (a model in one format: the teacher's FP32 ONNX, the student's
+INT8 ONNX, the student's PyTorch module in FP16 ...) into a *runner* that predicts and can be
+timed. The registry maps the names users pass to ``edgekd bench --runtime`` to classes:
+
+    onnxruntime            ONNX Runtime, CPU execution provider (FP32 and INT8 ONNX)
+    onnxruntime-cuda       ONNX Runtime, CUDA execution provider (FP32 ONNX)
+    onnxruntime-tensorrt   ONNX Runtime, TensorRT execution provider (FP32 and TensorRT-flavour INT8 ONNX)
+    torch                  PyTorch eager on the CPU (FP32)
+    torch-cuda             PyTorch eager on a CUDA GPU (FP32 and FP16)
+    tensorrt               a TensorRT engine (edgekd.bench.tensorrt_runtime)
+
+A runtime that cannot run on this machine (no GPU, no provider, no tensorrt) says why in one line
+(``unavailable()``); the stage records it as skipped instead of failing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+_RUNTIMES: dict[str, type[Runtime]] = {}
+# Names are listed here (not only by registration) so that config validation needs no heavy import.
+RUNTIME_NAMES = ("onnxruntime", "onnxruntime-cuda", "onnxruntime-tensorrt", "torch", "torch-cuda", "tensorrt")
+
+
+def runtime_names() -> list[str]:
+    return list(RUNTIME_NAMES)
+
+
+@dataclass
+class ModelFiles:
+    """What a run has to benchmark: ONNX files, PyTorch modules (loaded lazily) and engines."""
+
+    onnx_fp32: dict[str, Path] = field(default_factory=dict)  # "teacher"/"student" -> FP32 ONNX
+    int8_cpu: Path | None = None  # export/model_int8_cpu.onnx (ONNX Runtime CPU flavour, uint8 activations)
+    int8_trt: Path | None = None  # export/model_int8.onnx (TensorRT flavour, symmetric int8 Q/DQ)
+    torch_models: dict[str, Callable[[], object]] = field(default_factory=dict)  # name -> () -> nn.Module
+    engines: dict[str, Path] = field(default_factory=dict)  # "student" -> a TensorRT engine built here
+    target_kind: str = "cpu"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One model in one format, as one runtime runs it."""
+
+    model: str  # "teacher" or "student"
+    format: str  # onnx-fp32 | onnx-int8 | pytorch-fp32 | pytorch-fp16 | tensorrt-engine
+    path: Path | None  # the file it runs (None for a PyTorch module held in memory)
+    note: str = ""
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.model, self.format)
+
+
+class Runner:
+    """A loaded model: ``predict`` returns logits; ``timer`` returns a call that runs one synchronised
+    inference on a prepared batch (so timing excludes preparing the input)."""
+
+    provider: str = ""
+    device: str = "cpu"
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def timer(self, x: np.ndarray) -> Callable[[], None]:
+        raise NotImplementedError
+
+    def gpu_peak_mib(self) -> float | None:
+        return None
+
+    time_runs: Callable[[int, int, int], list[float]] | None = None  # a runtime's own timer, if it has one
+
+    def close(self) -> None:
+        pass
+
+
+class Runtime:
+    name: ClassVar[str]
+    device: ClassVar[str] = "cpu"
+
+    def unavailable(self) -> str | None:
+        """None when this runtime can run here, else one line saying why not."""
+        return None
+
+    def candidates(self, models: ModelFiles) -> list[Candidate]:
+        raise NotImplementedError
+
+    def open(self, candidate: Candidate, models: ModelFiles, *, threads: int | None) -> Runner:
+        raise NotImplementedError
+
+
+def register_runtime(cls: type[Runtime]) -> type[Runtime]:
+    if cls.name not in RUNTIME_NAMES:
+        raise ValueError(f"runtime {cls.name!r} is not listed in RUNTIME_NAMES")
+    _RUNTIMES[cls.name] = cls
+    return cls
+
+
+def get_runtime(name: str) -> Runtime:
+    import edgekd.bench.ort_runtimes  # noqa: F401  (registration)
+    import edgekd.bench.tensorrt_engine  # noqa: F401
+    import edgekd.bench.torch_runtimes  # noqa: F401
+
+    if name not in _RUNTIMES:
+        from edgekd.errors import EdgekdError
+
+        raise EdgekdError(f"unknown runtime {name!r}; choose from {', '.join(RUNTIME_NAMES)}")
+    return _RUNTIMES[name]()
+
+
+def cuda_unavailable() -> str | None:
+    """None when torch sees a CUDA GPU, else why not (one line)."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return "torch is not installed"
+    if not torch.cuda.is_available():
+        return "no CUDA GPU is visible to torch on this machine"
+    return None
