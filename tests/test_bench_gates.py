@@ -75,6 +75,21 @@ def test_markdown_report_and_plot(benched):
     assert "![accuracy vs latency](bench/accuracy_latency.png)" in (run / "report.md").read_text()
 
 
+def test_target_estimates_carry_their_source(benched):
+    """The run's target is a Jetson: each exported model also gets a modelled latency on it, labelled."""
+    run, results = benched
+    est = {(e["model"], e["format"]): e for e in results["target_estimates"]}
+    assert set(est) == {("teacher", "onnx-fp32"), ("student", "onnx-fp32"), ("student", "onnx-int8")}
+    assert est[("student", "onnx-int8")]["file"] == "model_int8.onnx"  # the TensorRT flavour for a Jetson
+    for e in est.values():
+        assert e["source"] in ("lut", "roofline", "lut+roofline") and e["ms"] > 0
+        assert e["target"] == "jetson-orin-nano-8gb" and e["batch_size"] == 1
+    # cnn_medium does more work than cnn_small; INT8 is no slower than FP32 on the same roofline
+    assert est[("teacher", "onnx-fp32")]["ms"] > est[("student", "onnx-fp32")]["ms"]
+    assert est[("student", "onnx-int8")]["ms"] <= est[("student", "onnx-fp32")]["ms"]
+    assert "Modelled latency on jetson-orin-nano-8gb" in (run / "bench" / "results.md").read_text()
+
+
 def test_junit_has_a_case_per_model_runtime_and_skip(benched):
     run, results = benched
     cases = _cases(run / "bench" / "junit.xml")

@@ -124,6 +124,7 @@ class BenchStage(Stage):
         if "teacher" not in files.onnx_fp32:
             parity = json.loads((export_dir / "parity.json").read_text()).get("teacher") or {}
             results["teacher_not_benchmarked"] = parity.get("reason", "export.export_teacher is off")
+        results["target_estimates"] = _target_estimates(ctx, files, target, shape)
         if target.kind != "cpu":
             results["note"] = (
                 f"latencies were measured on this host, not on {target.display_name}; "
@@ -204,6 +205,39 @@ class BenchStage(Stage):
         for row in rows:
             row["seconds"] = (time.perf_counter() - t0) / len(rows)
         return rows
+
+
+def _target_estimates(ctx: StageContext, files: ModelFiles, target, shape) -> list[dict[str, Any]]:
+    """Modelled batch-1 latency of each exported model on the run's target (``edgekd latency``'s model:
+    the calibration table of ``edgekd profile`` where there is one, else the roofline), so a Jetson or
+    GPU target gets a figure for the device beside the host's measurement. Each carries its source."""
+    from edgekd.targets.latency import estimate_latency
+
+    int8 = files.int8_cpu if target.kind == "cpu" else files.int8_trt
+    todo = [(m, "onnx-fp32", "fp32", p) for m, p in files.onnx_fp32.items()]
+    if int8 is not None:
+        todo.append(("student", "onnx-int8", "int8", int8))
+    out = []
+    for model, fmt, precision, path in todo:
+        try:
+            est = estimate_latency(path, target, input_shape=shape, precision=precision, batch=1)
+        except EdgekdError as err:  # a graph the latency model cannot read: say so, do not fail the bench
+            ctx.reporter.warn(f"bench: no latency estimate for the {model} {fmt} on {target.name}: {err}")
+            out.append({"model": model, "format": fmt, "precision": precision, "ms": None, "error": str(err)})
+            continue
+        out.append(
+            {
+                "model": model,
+                "format": fmt,
+                "file": path.name,
+                "precision": precision,
+                "batch_size": 1,
+                "ms": est.ms,
+                "source": est.source,
+                "target": est.target,
+            }
+        )
+    return out
 
 
 def _max(values) -> float | None:
@@ -362,6 +396,15 @@ def results_markdown(results: dict[str, Any]) -> str:
         for g in gates:
             mark = {"passed": "pass", "failed": "**FAIL**", "skipped": "skipped"}[g["status"]]
             text += f"| {g['gate']} | {g['subject']} | {mark} | {g['message']} |\n"
+    estimates = [e for e in results.get("target_estimates") or [] if e.get("ms") is not None]
+    if estimates:
+        text += (
+            f"\nModelled latency on {results['target']} (batch 1; not measured: the latency model of "
+            "`edgekd latency`, source `lut` = calibrated with `edgekd profile` on the device, `roofline` = "
+            "datasheet figures):\n\n| model | format | precision | modelled ms | source |\n|---|---|---|---:|---|\n"
+        )
+        for e in estimates:
+            text += f"| {e['model']} | {e['format']} | {e['precision']} | {e['ms']:.3f} | {e['source']} |\n"
     if results.get("teacher_not_benchmarked"):
         text += f"\nThe teacher is not in this table: {results['teacher_not_benchmarked']}\n"
     if results.get("note"):
