@@ -1,10 +1,9 @@
 """A TensorRT engine as a bench runtime (``--runtime tensorrt``).
 
-The engine runner itself comes from the quantize/export work (branch issue5-quant):
-``edgekd.bench.tensorrt_runtime`` with ``run_engine(engine_path, x) -> logits`` and
-``time_engine(engine_path, batch_size, runs, warmup)``. This file wires the runtime name to it and
-skips, with the reason, where it cannot run: no ``tensorrt`` package, no CUDA GPU, that module not
-present yet, or no engine built on this machine (an engine only fits the GPU and TensorRT version
+The engine runner itself is ``edgekd.bench.tensorrt_runtime`` (``run_engine(engine_path, x) ->
+logits`` and ``time_engine(engine_path, batch_size, runs, warmup)``). This file wires the runtime
+name to it and skips, with the reason, where it cannot run: no ``tensorrt`` package, no CUDA GPU,
+or no engine built on this machine (an engine only fits the GPU and TensorRT version
 it was built with, so a run's engine is only benched where it was built: ``export/*.engine``).
 """
 
@@ -40,14 +39,10 @@ class EngineRunner(Runner):
         return lambda: self.module.run_engine(self.path, x)
 
     def time_runs(self, batch_size: int, runs: int, warmup: int) -> list[float]:
-        """Seconds per run from the engine module's own timer (one deserialised engine, device buffers
-        allocated once). It may return seconds or milliseconds per run, or a dict holding them."""
+        """Seconds per run from the engine module's own CUDA-event timer (one deserialised engine,
+        device buffers allocated once): ``time_engine(...)["times_ms"]``."""
         out = self.module.time_engine(self.path, batch_size, runs, warmup)
-        if isinstance(out, dict):
-            if "times_ms" in out:
-                return [t / 1e3 for t in out["times_ms"]]
-            return list(out["times_s"])
-        return [float(t) for t in out]
+        return [t / 1e3 for t in out["times_ms"]]
 
 
 @register_runtime
@@ -58,8 +53,6 @@ class TensorRTEngine(Runtime):
     def unavailable(self):
         if importlib.util.find_spec("tensorrt") is None:
             return "the tensorrt Python package is not installed (pip install tensorrt; it needs an NVIDIA GPU)"
-        if importlib.util.find_spec("edgekd.bench.tensorrt_runtime") is None:
-            return "edgekd.bench.tensorrt_runtime is not in this build (it comes with the INT8/TensorRT export)"
         return cuda_unavailable()
 
     def candidates(self, models):

@@ -115,6 +115,7 @@ def time_engine(
         "p90_ms": p90,
         "p99_ms": p99,
         "mean_ms": float(statistics.fmean(times)),
+        "times_ms": [float(t) for t in times],
         "throughput_ips": batch_size / (p50 / 1e3) if p50 > 0 else float("inf"),
         "source": "measured",
         "runtime": "tensorrt",
