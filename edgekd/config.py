@@ -155,6 +155,11 @@ class GuardConfig(_Strict):
     probe_epochs: int | None = Field(None, ge=1)  # default: a fifth of distill.epochs (at least 1)
     fallback: Literal["auto", "lower_kd", "dkd", "tfkd"] = "auto"
 
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _yaml_off(cls, v: Any) -> Any:
+        return "off" if v is False else v  # YAML reads a bare `off` (e.g. --set distill.guard.mode=off) as false
+
 
 class CacheConfig(_Strict):
     """Teacher output cache (top-k logits on disk, keyed by teacher, data, seed and epoch)."""
