@@ -229,8 +229,9 @@ def test_code_teachers_run_end_to_end(tmp_path, cli, digits_teacher, kind):
     refused = cli("compress", "--teacher", path, "--epochs", "2", "--out", out, "--quiet")
     assert refused.exit_code == 2 and "--trust-checkpoint" in refused.stderr and not out.exists()
     result = cli(
-        "compress", "--teacher", path, "--trust-checkpoint", "--epochs", "2", "--out", out, "--json", *FAST_BENCH
-    )
+        "compress", "--teacher", path, "--trust-checkpoint", "--student", "cnn_small", "--epochs", "2",
+        "--out", out, "--json", *FAST_BENCH,
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["stages"]["teacher"]["metrics"]["val_top1"] >= 0.95

@@ -44,6 +44,8 @@ def finished_run(cli, tmp_path, digits_teacher):
         "compress",
         "--teacher",
         digits_teacher,
+        "--student",
+        "cnn_small",
         "--epochs",
         "1",
         "--out",

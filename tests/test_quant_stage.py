@@ -29,7 +29,8 @@ FAST = [
 def int8_run(tmp_path_factory, cli, digits_teacher):
     out = tmp_path_factory.mktemp("q") / "run"
     result = cli(
-        "compress", "--teacher", digits_teacher, "--target", "jetson-orin-nano", "--epochs", "3", "--out", out,
+        "compress", "--teacher", digits_teacher, "--target", "jetson-orin-nano", "--student", "cnn_small",
+        "--epochs", "3", "--out", out,
         "--quiet", *FAST,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -77,7 +78,8 @@ def test_bench_and_report_show_int8_beside_fp32(int8_run):
 def test_no_quantize_keeps_fp32(tmp_path, cli, digits_teacher):
     out = tmp_path / "run"
     result = cli(
-        "compress", "--teacher", digits_teacher, "--epochs", "1", "--out", out, "--no-quantize", "--quiet", *FAST
+        "compress", "--teacher", digits_teacher, "--student", "cnn_small", "--epochs", "1", "--out", out,
+        "--no-quantize", "--quiet", *FAST,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "manifest.json").read_text())
