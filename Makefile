@@ -25,7 +25,7 @@ demo: $(STAMP)
 		--student cnn_small --epochs 30 --baseline --out $(DEMO)/run
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow

@@ -154,7 +154,7 @@ def test_bad_device(compress, digits_teacher):
 
 
 def test_diverging_training_is_a_one_line_error(compress, digits_teacher):
-    result = compress("--teacher", digits_teacher, "--epochs", "2", "--set", "distill.lr=1e9")
+    result = compress("--teacher", digits_teacher, "--student", "cnn_small", "--epochs", "2", "--set", "distill.lr=1e9")
     _one_line_error(result, "training diverged")
 
 

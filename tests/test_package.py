@@ -18,6 +18,7 @@ from edgekd.io import sha256_file
 from edgekd.package.bundle import verify_bundle
 from edgekd.package.dockerfiles import JETSON_BASES, base_image, dockerfile
 from edgekd.package.tarball import safe_extract, write_tarball
+from edgekd.targets.registry import canonical_name
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,7 @@ def bundles(int8_run, cli, tmp_path_factory) -> dict[str, Path]:
     for target, extra in (("jetson-orin-nano", ["--fp32"]), ("x86-cpu", cpu_int8)):
         result = cli("package", int8_run, "--target", target, "--out", out, "--quiet", *extra)
         assert result.exit_code == 0, result.output
-        made[target] = out / f"cnn_small-{target}"
+        made[target] = out / f"cnn_small-{canonical_name(target)}"  # jetson-orin-nano is jetson-orin-nano-8gb
     return made
 
 
@@ -96,8 +97,14 @@ def test_manifest_hashes_every_file_and_no_absolute_paths(bundles, int8_run):
                 assert str(int8_run.parent) not in text and "/tmp/" not in text, p.name
         card = (bundle / "MODEL_CARD.md").read_text()
         assert f"{100 * manifest['metrics']['top1']:.2f}%" in card and "docker build" in card
-    (bundles["x86-cpu"] / "labels.txt").write_text("tampered\n")
-    assert verify_bundle(bundles["x86-cpu"]) == ["labels.txt differs from its sha256 in manifest.json"]
+    labels = bundles["x86-cpu"] / "labels.txt"
+    original = labels.read_text()
+    labels.write_text("tampered\n")
+    try:
+        assert verify_bundle(bundles["x86-cpu"]) == ["labels.txt differs from its sha256 in manifest.json"]
+    finally:
+        labels.write_text(original)  # the bundle is shared by the other tests of this module
+    assert verify_bundle(bundles["x86-cpu"]) == []
 
 
 @pytest.mark.parametrize("target", ["jetson-orin-nano", "x86-cpu"])

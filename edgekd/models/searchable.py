@@ -249,6 +249,23 @@ def nas_resnet(num_classes: int = 10, in_channels: int = 3, **spec: Any) -> nn.M
     return NasResNet(num_classes=num_classes, in_channels=in_channels, **_known(spec, NasResNet))
 
 
+# The architecture a bare name builds (``create_model("nas_mbv")``, ``edgekd models``): a small
+# 3-stage member of each family, so the names work like every other zoo name. The search writes
+# its own ``stages``.
+DEFAULT_STAGES = {
+    NasMobileNet: [
+        {"width": 16, "stride": 1, "blocks": [{"kernel": 3, "expand": 4, "se": False, "act": "relu"}]},
+        {"width": 24, "stride": 2, "blocks": [{"kernel": 3, "expand": 4, "se": False, "act": "relu"}] * 2},
+        {"width": 40, "stride": 2, "blocks": [{"kernel": 5, "expand": 4, "se": True, "act": "hswish"}] * 2},
+    ],
+    NasResNet: [
+        {"width": 16, "stride": 1, "depth": 1},
+        {"width": 32, "stride": 2, "depth": 1},
+        {"width": 64, "stride": 2, "depth": 1},
+    ],
+}
+
+
 def _known(spec: dict[str, Any], cls: type) -> dict[str, Any]:
     import inspect
 
@@ -256,6 +273,4 @@ def _known(spec: dict[str, Any], cls: type) -> dict[str, Any]:
     unknown = sorted(set(spec) - allowed)
     if unknown:
         raise EdgekdError(f"arch spec has unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
-    if "stages" not in spec:
-        raise EdgekdError("arch spec needs 'stages' (a list of stage dicts)")
-    return spec
+    return {"stages": DEFAULT_STAGES[cls], **spec}
