@@ -156,7 +156,8 @@ def test_existing_run_dir_is_not_overwritten(compressed, cli, digits_teacher):
 
 
 def _edgekd(*args: str, **kw) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # the same torch thread count as this process: CPU results are bit-identical only at equal thread counts
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(torch.get_num_threads())}
     return subprocess.Popen(
         [sys.executable, "-m", "edgekd", *args],
         env=env,
