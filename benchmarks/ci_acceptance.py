@@ -120,7 +120,7 @@ def main() -> None:
         "# Issue 6 acceptance on digits (CLI, as a CI job runs it)",
         "",
         f"Machine: {summary['machine']}. Teacher cnn_medium and student cnn_small, {args.epochs} epochs each; "
-        f"the compress stages took {pipeline_s:.0f} s in all (wall clock, on a machine shared with four other jobs).",
+        f"the compress stages took {pipeline_s:.0f} s in all (wall clock).",
         "",
         "| bundle | model | base image | top-1 in manifest (%) | top-1 by infer.py (%) | images | within 0.1 pt |",
         "|---|---|---|---:|---:|---:|---|",
