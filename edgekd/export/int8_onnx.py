@@ -75,6 +75,25 @@ def _remove_unused_initializers(graph: onnx.GraphProto) -> None:
     graph.initializer.extend(keep)
 
 
+def _dequantized_constant(graph, base: str, q: np.ndarray, scale: np.ndarray, q_suffix: str, prefix: str):
+    """Store ``q`` (int8 weights or int32 biases) with its per-channel ``scale`` and zero points as
+    initializers named after ``base``, and return the DequantizeLinear (axis 0) that yields ``base_dq``."""
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(q, base + q_suffix),
+            numpy_helper.from_array(scale, base + prefix + "_scale"),
+            numpy_helper.from_array(np.zeros(scale.shape, q.dtype), base + prefix + "_zero_point"),
+        ]
+    )
+    return helper.make_node(
+        "DequantizeLinear",
+        [base + q_suffix, base + prefix + "_scale", base + prefix + "_zero_point"],
+        [base + "_dq"],
+        name=base + "_DequantizeLinear",
+        axis=0,
+    )
+
+
 def _topological_insert(graph: onnx.GraphProto, new_nodes: list[onnx.NodeProto]) -> None:
     """Put constant-fed DQ nodes first: their inputs are initializers, so the graph stays sorted."""
     old = list(graph.node)
@@ -110,24 +129,8 @@ def insert_weight_dq(model: onnx.ModelProto, qm: QuantizedModel) -> dict[str, st
         if scale.shape[0] != w.shape[0]:
             raise EdgekdError(f"layer {layer}: {scale.shape[0]} weight scales for {w.shape[0]} output channels")
         q = np.clip(np.round(w / scale.reshape((-1,) + (1,) * (w.ndim - 1))), -127, 127).astype(np.int8)
-        base = node.input[1]
-        graph.initializer.extend(
-            [
-                numpy_helper.from_array(q, base + "_int8"),
-                numpy_helper.from_array(scale, base + "_scale"),
-                numpy_helper.from_array(np.zeros(scale.shape, np.int8), base + "_zero_point"),
-            ]
-        )
-        new_nodes.append(
-            helper.make_node(
-                "DequantizeLinear",
-                [base + "_int8", base + "_scale", base + "_zero_point"],
-                [base + "_dq"],
-                name=base + "_DequantizeLinear",
-                axis=0,
-            )
-        )
-        node.input[1] = base + "_dq"
+        new_nodes.append(_dequantized_constant(graph, node.input[1], q, scale, "_int8", ""))
+        node.input[1] = node.input[1] + "_dq"
         matched[node.name] = layer
     _topological_insert(graph, new_nodes)
     _remove_unused_initializers(graph)
@@ -184,24 +187,8 @@ def to_cpu_flavour(trt_model: onnx.ModelProto) -> onnx.ModelProto:
         bias = numpy_helper.to_array(inits[node.input[2]]).astype(np.float64)
         s_b = (s_in * s_w) * np.ones_like(bias)
         q = np.clip(np.round(bias / s_b), -(2**31), 2**31 - 1).astype(np.int32)
-        base = node.input[2]
-        graph.initializer.extend(
-            [
-                numpy_helper.from_array(q, base + "_int32"),
-                numpy_helper.from_array(s_b.astype(np.float32), base + "_bias_scale"),
-                numpy_helper.from_array(np.zeros(q.shape, np.int32), base + "_bias_zero_point"),
-            ]
-        )
-        new_nodes.append(
-            helper.make_node(
-                "DequantizeLinear",
-                [base + "_int32", base + "_bias_scale", base + "_bias_zero_point"],
-                [base + "_dq"],
-                name=base + "_DequantizeLinear",
-                axis=0,
-            )
-        )
-        node.input[2] = base + "_dq"
+        new_nodes.append(_dequantized_constant(graph, node.input[2], q, s_b.astype(np.float32), "_int32", "_bias"))
+        node.input[2] = node.input[2] + "_dq"
     _topological_insert(graph, new_nodes)
     _remove_unused_initializers(graph)
     return model
