@@ -2,6 +2,7 @@
 every kind of knowledge, >= 2 seeds.
 
     python benchmarks/kd_cifar10.py [--data ../shared/data/cifar10] [--seeds 0 1] [--rows KD DKD ...]
+    python benchmarks/kd_cifar10.py --train-samples 10000 --epochs 8 --teacher-epochs 20   # a smaller budget
     python benchmarks/kd_cifar10.py --smoke     # 1 epoch, 512 images, 1 seed: proves the script, estimates the full run
 
 Trains one teacher on a larger budget than the students get (cached under benchmarks/work/ and
@@ -17,7 +18,8 @@ Rows name methods (``edgekd.distill.methods``, reference weights from REFERENCES
 (``distill.scheme``: ``dml``, ``byot``, from ``edgekd.distill.schemes``); a row whose method or
 scheme is not registered in this checkout is skipped with the reason printed and written.
 Budget adaptations, said plainly: DKD's warm-up is scaled with the budget (mdistiller: 20 of 240
-epochs, here 20/240 of 15 rounded up: 2) and uses beta 2, mdistiller's setting for CIFAR ResNet pairs (resnet56 ->
+epochs, here 20/240 of the student epochs rounded up: 2 at 15 epochs) and uses beta 2, mdistiller's
+setting for CIFAR ResNet pairs (resnet56 ->
 resnet20, resnet110 -> resnet32); every other row uses the reference settings unchanged.
 """
 
@@ -44,6 +46,7 @@ from edgekd.distill.methods import build_method, default_ce_weight, method_class
 from edgekd.distill.trainer import TrainSetup, evaluate, train  # noqa: E402
 from edgekd.io import atomic_write_json, atomic_write_text  # noqa: E402
 from edgekd.models import create_model  # noqa: E402
+from edgekd.models.checkpoint import save_model  # noqa: E402
 
 # The budget (2-core CPU): a 20,000-image training subset, 15 student epochs, SGD + cosine; the
 # teacher gets twice the epochs (a larger budget, trained once and reused).
@@ -137,12 +140,28 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--smoke", action="store_true", help="1 epoch, 512 images, 1 seed; prints a full-run estimate")
+    ap.add_argument("--train-samples", type=int, default=None, help=f"default {BUDGET['train_samples']}")
+    ap.add_argument("--epochs", type=int, default=None, help=f"student epochs (default {BUDGET['student_epochs']})")
+    ap.add_argument("--teacher-epochs", type=int, default=None, help=f"default {BUDGET['teacher_epochs']}")
     args = ap.parse_args()
-    budget = SMOKE if args.smoke else BUDGET
+    budget = dict(SMOKE if args.smoke else BUDGET)
+    for key, value in (
+        ("train_samples", args.train_samples),
+        ("student_epochs", args.epochs),
+        ("teacher_epochs", args.teacher_epochs),
+    ):
+        if value is not None:
+            budget[key] = value
+    # DKD's warm-up scales with the budget: mdistiller's 20 of 240 epochs, rounded up
+    dkd = METHODS["DKD (alpha 1, beta 2, T 4)"]["methods"][0][2]
+    dkd["warmup"] = max(1, -(-20 * budget["student_epochs"] // 240))
     args.seeds = args.seeds or ([0] if args.smoke else [0, 1])
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    work = ROOT / "benchmarks" / "work" / ("kd_cifar10_methods_smoke" if args.smoke else "kd_cifar10_methods")
+    name = "kd_cifar10_methods_smoke" if args.smoke else "kd_cifar10_methods"
+    if not args.smoke and budget != BUDGET:  # every budget caches its own teacher and runs
+        name += f"_{budget['train_samples']}x{budget['student_epochs']}ep_t{budget['teacher_epochs']}ep"
+    work = ROOT / "benchmarks" / "work" / name
     work.mkdir(parents=True, exist_ok=True)
 
     data = load_data(args.data, seed=0, max_train_samples=budget["train_samples"])
@@ -183,6 +202,9 @@ def main() -> None:
             label="teacher",
         )
         torch.save(teacher.state_dict(), teacher_path)
+        # the same weights in edgekd's checkpoint format, for `--teacher` of the CLI and search_cifar10.py
+        spec = {"shape": list(data.input_shape), "mean": norm.mean, "std": norm.std}
+        save_model(work / "teacher_edgekd.pt", teacher, input_spec=spec, classes=data.classes)
         teacher_info = {"seconds": result["seconds"], "epochs": budget["teacher_epochs"]}
         atomic_write_json(work / "teacher.json", teacher_info)
     teacher = teacher.to(device).eval()
@@ -329,7 +351,8 @@ def write_results(budget, teacher_info, runs, skipped, wall, args, data) -> None
         f"{budget['schedule']}, weight decay {budget['weight_decay']}; crop + flip augmentation. Top-1 at the last "
         f"epoch (RepDistiller's convention), seeds {args.seeds}. Weights are the references' (REFERENCES.md) with "
         "CE weight 1, except KD alone (0.1 CE + 0.9 KD); DKD: beta 2 (mdistiller's CIFAR-ResNet setting), warm-up "
-        "scaled to 2 epochs (20/240 of the budget, rounded up).",
+        f"scaled to {METHODS['DKD (alpha 1, beta 2, T 4)']['methods'][0][2]['warmup']} epoch(s) (20/240 of the budget, "
+        "rounded up).",
         "",
         "| method | knowledge | "
         + " | ".join(f"seed {s}" for s in args.seeds)
@@ -376,7 +399,18 @@ def write_results(budget, teacher_info, runs, skipped, wall, args, data) -> None
         "Data caveat: this CIFAR-10 copy was rebuilt from JPEGs (../shared/data/README.md); compare rows with each "
         "other, not with published CIFAR-10 numbers.",
         "",
-        "Command: `python benchmarks/kd_cifar10.py --seeds " + " ".join(map(str, args.seeds)) + "`",
+        "Command: `python benchmarks/kd_cifar10.py --seeds "
+        + " ".join(map(str, args.seeds))
+        + "".join(
+            f" --{flag} {budget[key]}"
+            for flag, key in (
+                ("train-samples", "train_samples"),
+                ("epochs", "student_epochs"),
+                ("teacher-epochs", "teacher_epochs"),
+            )
+            if budget[key] != BUDGET[key]
+        )
+        + "`",
         "",
     ]
     out = ROOT / "benchmarks" / "results"

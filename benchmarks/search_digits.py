@@ -104,6 +104,7 @@ def main() -> None:
         "search.threads": args.threads,
         "search.proxy_epochs": args.proxy_epochs,
     }
+    load_start = os.getloadavg()[0]
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     run = run_search(args.work, overrides, Reporter())
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
@@ -128,8 +129,9 @@ def main() -> None:
         f"Command: `python benchmarks/search_digits.py --trials {args.trials} --strategy {args.strategy} "
         f"--target {args.target} --latency-ratio {args.latency_ratio} --threads {args.threads} "
         f"--proxy-epochs {args.proxy_epochs}`{' --quick' if args.quick else ''}",
-        f"Machine: {host_description()}; torch threads {args.threads}. Other jobs shared the cores during the run, "
-        "so the times are upper bounds.",
+        f"Machine: {host_description()}; torch threads {args.threads}. Load average (1 min) {load_start:.1f} at the "
+        f"start, {os.getloadavg()[0]:.1f} at the end: above about 2 other jobs shared the 2 cores, and the times are "
+        "upper bounds.",
         "",
         f"- Teacher: cnn_medium, 30 epochs on digits; estimated latency {m['teacher_latency_ms']:.4f} ms on "
         f"{args.target} ({m['precision']}, batch 1, {m['latency_source']}: modelled, not measured).",

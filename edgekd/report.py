@@ -80,6 +80,7 @@ def build_report(run: RunDir, stale: list[str] | None = None) -> str:
             )
         out += [line + ".", ""]
         out += _scheme_lines(distill)
+    out += _search_lines(run, stages)  # issue 4
     if parity.get("student"):
         p = parity["student"]
         out += [
@@ -147,6 +148,29 @@ def _scheme_lines(distill: dict[str, Any]) -> list[str]:
     return out + [""] if out else out
 
 
+# ---- search (issue 4) ---------------------------------------------------------------------------
+def _search_lines(run: RunDir, stages: dict[str, Any]) -> list[str]:
+    """How the student was found: budget, trials, the winner against the best hand-picked student."""
+    m = stages.get("search", {}).get("metrics") or {}
+    if not m or m.get("skipped"):
+        return []
+    teacher_ms = m.get("teacher_latency_ms")
+    budget = f"{m['budget_ms']:.3g} ms" + (f" (teacher {teacher_ms:.3g} ms)" if teacher_ms else "")
+    line = (
+        f"Student search ({m.get('strategy')}, target {m.get('target')} {m.get('precision')}): budget {budget}, "
+        f"latencies modelled ({m.get('latency_source')}); {m.get('trials_trained')} trials trained, "
+        f"{m.get('trials_rejected')} rejected over the budget before training, {m.get('seconds', 0):.0f} s. "
+        f"Chosen: {m['best']} ({m.get('best_source')}), proxy top-1 {_pct(m.get('best_proxy_top1'))} at "
+        f"{m['best_latency_ms']:.3g} ms"
+    )
+    if m.get("best_zoo"):
+        line += f"; best hand-picked student within the budget: {m['best_zoo']} at {_pct(m.get('best_zoo_proxy_top1'))}"
+    out = [line + ". Trials: `search/trials.jsonl`."]
+    if (run.path / "search" / "pareto.png").is_file():
+        out += ["", "![proxy accuracy vs modelled latency](search/pareto.png)"]
+    return out + [""]
+
+
 # ---- INT8 (issue 5) ----------------------------------------------------------------------------
 def _int8_section(run: RunDir, stages: dict[str, Any]) -> list[str]:
     """INT8 beside FP32: accuracy (PyTorch), the two ONNX flavours, bytes, parity, layers kept in float."""
@@ -171,8 +195,12 @@ def _int8_section(run: RunDir, stages: dict[str, Any]) -> list[str]:
     out.append("")
     line = (
         f"INT8 top-1 {-q.get('drop_points', 0):+.2f} points against FP32 (calibration alone: "
-        f"{_pct(q.get('ptq_val_top1'))}); {q.get('quantized_layers')} of {q.get('layers')} layers in INT8"
+        f"{_pct(q.get('ptq_val_top1'))}"
     )
+    if q.get("qat_val_top1") is not None:
+        kept = "QAT" if q.get("selected") == "qat" else "the calibrated weights, since QAT did not beat them"
+        line += f"; after QAT: {_pct(q['qat_val_top1'])}; kept {kept}"
+    line += f"); {q.get('quantized_layers')} of {q.get('layers')} layers in INT8"
     if q.get("float_layers"):
         line += f", kept in float (FP16 on TensorRT) to stay within {q.get('max_drop_points')} points: " + ", ".join(
             f"`{n}`" for n in q["float_layers"]

@@ -197,3 +197,13 @@ def test_distill_fingerprint_follows_the_found_student(searched):
     cfg = build_config(None, {"student.arch": "auto"})
     assert searched_arch_input(cfg, searched)["search_best_arch_sha256"]
     assert searched_arch_input(build_config(None, {"student.arch": "cnn_tiny"}), searched) == {}
+
+
+def test_report_shows_the_search(searched):
+    from edgekd.report import build_report
+
+    searched.load_manifest()
+    report = build_report(searched)
+    m = searched.stage_record("search")["metrics"]
+    assert f"{m['trials_trained']} trials trained" in report and f"Chosen: {m['best']}" in report
+    assert "search/pareto.png" in report

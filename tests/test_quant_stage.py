@@ -93,3 +93,21 @@ def test_no_quantize_keeps_fp32(tmp_path, cli, digits_teacher):
     assert result.exit_code == 0, result.output
     m = json.loads((out / "manifest.json").read_text())["stages"]["quantize"]["metrics"]
     assert m["mode"] == "ptq" and m["calibrator"] == "percentile" and "qat_epochs" not in m
+
+
+def test_qat_that_ends_below_calibration_keeps_the_calibrated_weights(tmp_path, cli, digits_teacher):
+    out = tmp_path / "run"
+    result = cli(
+        "compress", "--teacher", digits_teacher, "--student", "cnn_small", "--epochs", "2", "--out", out,
+        "--no-quantize", "--quiet", *FAST,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    # a learning rate of 50 wrecks the fake-quant weights in one epoch: QAT must lose to calibration
+    result = cli(
+        "quantize", out, "--mode", "qat", "--epochs", "1", "--max-drop", "100", "--set", "quantize.lr=50", "--quiet"
+    )
+    assert result.exit_code == 0, result.output
+    m = json.loads((out / "quantize" / "metrics.json").read_text())
+    assert m["qat_val_top1"] < m["ptq_val_top1"]
+    assert m["selected"] == "ptq" and m["val_top1"] == m["ptq_val_top1"]
+    assert "keeping the calibrated (PTQ) weights" in result.output

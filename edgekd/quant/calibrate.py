@@ -57,8 +57,17 @@ def _histogram(values: np.ndarray, top: float, bins: int) -> tuple[np.ndarray, f
 
 
 def entropy_amax(values: np.ndarray, top: float, bins: int = 2048, levels: int = 128) -> float:
-    """TensorRT's entropy calibration: the clip threshold minimising KL(reference || quantized)."""
+    """TensorRT's entropy calibration: the clip threshold minimising KL(reference || quantized).
+
+    Follows NVIDIA's reference (pytorch-quantization ``_compute_amax_entropy``, the algorithm of
+    TensorRT's legacy entropy calibrator): the zero bin is replaced by its neighbour before anything
+    else (after a ReLU most of the mass sits at exactly 0, and left alone it swamps the divergence
+    and drags the threshold far below the tail the network needs), thresholds run over bins
+    ``levels..bins``, ties go to the largest threshold, and the amax is that bin's upper edge.
+    """
     hist, width = _histogram(values, top, bins)
+    if bins > 1:
+        hist[0] = hist[1]
     if hist.sum() == 0:
         return top
     best, best_i = np.inf, bins
@@ -75,9 +84,9 @@ def entropy_amax(values: np.ndarray, top: float, bins: int = 2048, levels: int =
         ps, qs = p / p.sum(), q / max(q.sum(), 1e-12)
         mask = nonzero & (qs > 0)
         kl = float(np.sum(ps[mask] * np.log(ps[mask] / qs[mask]))) + (np.inf if np.any(nonzero & (qs == 0)) else 0)
-        if kl < best:
+        if kl <= best:
             best, best_i = kl, i
-    return (best_i + 0.5) * width
+    return best_i * width
 
 
 def mse_amax(values: np.ndarray, top: float, bins: int = 2048, candidates: int = 100) -> float:

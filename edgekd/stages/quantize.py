@@ -3,7 +3,9 @@
 Steps: fold BN and insert fake quantizers (edgekd/quant/graph.py); calibrate the activation
 ranges on ``quantize.calib_batches`` training batches; measure each layer's sensitivity; in ``qat``
 mode fine-tune with the FP32 student (or, with ``quantize.teacher: teacher``, the original
-teacher) as the KD teacher through the project's trainer (per-epoch checkpoint, resumable); then,
+teacher) as the KD teacher through the project's trainer (per-epoch checkpoint, resumable), and
+keep the QAT weights only if they beat calibration alone on the validation split (``selected`` in
+the metrics says which won); then,
 while the top-1 drop exceeds ``quantize.max_drop`` points, keep the most sensitive layers in float
 (FP16 on TensorRT).
 
@@ -98,6 +100,7 @@ class QuantizeStage(Stage):
                 temperature=q.temperature,
             )
             kd_teacher = teacher.model if q.teacher == "teacher" else copy.deepcopy(student)
+            ptq_state = copy.deepcopy(qm.state_dict())
             ctx.reporter.info(
                 f"quantize: QAT-KD {qcfg.epochs} epoch(s) at lr {qcfg.lr:g}, teacher: the FP32 "
                 f"{'teacher' if q.teacher == 'teacher' else 'student'}"
@@ -124,6 +127,20 @@ class QuantizeStage(Stage):
                 qat_seconds=result["seconds"],
                 qat_history=result["history"],
             )
+            qat_top1 = evaluate(qm, data.val, norm, device)["top1"]
+            metrics["qat_val_top1"] = qat_top1
+            # a short QAT can end below plain calibration (a noisy last epoch): keep the better one
+            if qat_top1 < ptq_top1:
+                qm.load_state_dict(ptq_state)
+                metrics["selected"] = "ptq"
+                ctx.reporter.warn(
+                    f"quantize: QAT ended at {100 * qat_top1:.2f}% top-1, below calibration alone "
+                    f"({100 * ptq_top1:.2f}%); keeping the calibrated (PTQ) weights"
+                )
+            else:
+                metrics["selected"] = "qat"
+        else:
+            metrics["selected"] = "ptq"
         int8_top1 = evaluate(qm, data.val, norm, device)["top1"]
         if q.max_drop is not None and sensitivity is not None and 100 * (fp32_top1 - int8_top1) > q.max_drop:
             mp = mixed_precision(
