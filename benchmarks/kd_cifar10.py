@@ -140,12 +140,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--smoke", action="store_true", help="1 epoch, 512 images, 1 seed; prints a full-run estimate")
+    ap.add_argument("--teacher-arch", default=None, help=f"default {BUDGET['teacher']}")
     ap.add_argument("--train-samples", type=int, default=None, help=f"default {BUDGET['train_samples']}")
     ap.add_argument("--epochs", type=int, default=None, help=f"student epochs (default {BUDGET['student_epochs']})")
     ap.add_argument("--teacher-epochs", type=int, default=None, help=f"default {BUDGET['teacher_epochs']}")
     args = ap.parse_args()
     budget = dict(SMOKE if args.smoke else BUDGET)
     for key, value in (
+        ("teacher", args.teacher_arch),
         ("train_samples", args.train_samples),
         ("student_epochs", args.epochs),
         ("teacher_epochs", args.teacher_epochs),
@@ -160,7 +162,9 @@ def main() -> None:
     device = torch.device(args.device)
     name = "kd_cifar10_methods_smoke" if args.smoke else "kd_cifar10_methods"
     if not args.smoke and budget != BUDGET:  # every budget caches its own teacher and runs
-        name += f"_{budget['train_samples']}x{budget['student_epochs']}ep_t{budget['teacher_epochs']}ep"
+        name += (
+            f"_{budget['train_samples']}x{budget['student_epochs']}ep_{budget['teacher']}_{budget['teacher_epochs']}ep"
+        )
     work = ROOT / "benchmarks" / "work" / name
     work.mkdir(parents=True, exist_ok=True)
 
@@ -404,6 +408,7 @@ def write_results(budget, teacher_info, runs, skipped, wall, args, data) -> None
         + "".join(
             f" --{flag} {budget[key]}"
             for flag, key in (
+                ("teacher-arch", "teacher"),
                 ("train-samples", "train_samples"),
                 ("epochs", "student_epochs"),
                 ("teacher-epochs", "teacher_epochs"),

@@ -5,14 +5,15 @@
 Accuracy part: trains a small FP32 CIFAR student once (cached under benchmarks/work/quantization/),
 folds BN, calibrates INT8 on ``--calib-images`` training images (all four calibrators, PTQ top-1
 of each), runs quantization-aware distillation (the FP32 model teaches its fake-quant copy, ~10%
-of the FP32 epochs at 10% of its learning rate, through edgekd's trainer), exports the TensorRT and
+of the FP32 epochs at 1% of its learning rate, through edgekd's trainer), exports the TensorRT and
 CPU flavours, and builds ONNX Runtime's ``quantize_static`` (QDQ, uint8 activations, int8
 per-channel weights, MinMax) from the same BN-folded FP32 ONNX with the same calibration images.
 Top-1 of everything on the 10,000 CIFAR-10 test images, and the parity between fake quant and ORT.
 
 Latency part (rerun alone on a quiet machine): ONNX Runtime CPU, 2 threads, batch 1 and 32, every
 model in several fresh sessions, interleaved (A1 B1 C1 D1 A2 ...), medians. ``--latency-extra``
-adds a resnet20 exported the same way with untrained (BN-warmed) weights, for latency only.
+adds the other CIFAR ResNet (resnet8 when ``--arch`` is resnet20, else resnet20) exported the same
+way with untrained (BN-warmed) weights, for latency only.
 
 Writes ``benchmarks/results/quantization.md`` and ``.json``.
 """
@@ -132,7 +133,10 @@ def accuracy_part(args, work: Path) -> dict:
 
     qat_cfg = qat_config(cfg, epochs=args.qat_epochs)
     out["qat"] = {"epochs": qat_cfg.epochs, "lr": qat_cfg.lr, "calibrator": args.calibrator, "ce_weight": 0.1}
-    qat_path = work / f"qat_{args.arch}_{args.train_samples}_{args.epochs}_{qat_cfg.epochs}_{args.calibrator}.pt"
+    qat_path = (
+        work
+        / f"qat_{args.arch}_{args.train_samples}_{args.epochs}_{qat_cfg.epochs}_lr{qat_cfg.lr:g}_{args.calibrator}.pt"
+    )
     if qat_path.is_file():
         qm.load_state_dict(torch.load(qat_path, weights_only=True))
         out["qat"]["seconds"] = json.loads(qat_path.with_suffix(".json").read_text())["seconds"]
@@ -195,12 +199,12 @@ def _latency_models(work: Path) -> dict[str, Path]:
     }
 
 
-def _extra_resnet20(work: Path) -> dict[str, Path]:
-    """resnet20 with untrained weights (BN statistics warmed on noise), exported the same way: latency only."""
-    extra = work / "latency_resnet20"
+def _extra_latency_models(work: Path, arch: str) -> dict[str, Path]:
+    """``arch`` with untrained weights (BN statistics warmed on noise), exported the same way: latency only."""
+    extra = work / f"latency_{arch}"
     extra.mkdir(exist_ok=True)
     torch.manual_seed(0)
-    model = create_model("resnet20", num_classes=10).train()
+    model = create_model(arch, num_classes=10).train()
     calib = [torch.randn(32, 3, 32, 32) for _ in range(4)]
     with torch.no_grad():
         for x in calib:
@@ -221,7 +225,8 @@ def _extra_resnet20(work: Path) -> dict[str, Path]:
 def latency_part(args, work: Path) -> dict:
     sets = {args.arch: _latency_models(work)}
     if args.latency_extra:
-        sets["resnet20 (untrained weights, latency only)"] = _extra_resnet20(work)
+        extra = "resnet8" if args.arch != "resnet8" else "resnet20"
+        sets[f"{extra} (untrained weights, latency only)"] = _extra_latency_models(work, extra)
     out: dict = {}
     for label, models in sets.items():
         missing = [str(p) for p in models.values() if not p.is_file()]
@@ -398,7 +403,7 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=5)
     parser.add_argument("--runs-b1", type=int, default=200)
     parser.add_argument("--runs-b32", type=int, default=40)
-    parser.add_argument("--latency-extra", action="store_true", help="also time a resnet20 (latency only)")
+    parser.add_argument("--latency-extra", action="store_true", help="also time another CIFAR ResNet (latency only)")
     args = parser.parse_args()
     torch.set_num_threads(2)
     work = ROOT / "benchmarks" / "work" / "quantization"
@@ -428,9 +433,12 @@ def main() -> None:
         commands.clear()
     commands[args.part] = {"command": res["command"], "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     res["wall_seconds"] = round(time.perf_counter() - t0, 1)
-    res["load_note"] = (
-        f"1-minute load average during this run: {', '.join(loads)} on 2 cores (other engineers' jobs shared the "
-        "CPU; latency ratios come from interleaved sessions in one run, absolute times are inflated)."
+    busy = max((float(x) for x in loads if x != "?"), default=0.0) > 2.5
+    res["load_note"] = f"1-minute load average during this run: {', '.join(loads)} on 2 cores" + (
+        " (other jobs shared the CPU; latency ratios come from interleaved sessions in one run, absolute times are "
+        "inflated)."
+        if busy
+        else " (a quiet machine)."
     )
     res["gates"] = gates(res, args.arch)
     atomic_write_json(json_path, res)

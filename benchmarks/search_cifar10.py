@@ -183,9 +183,17 @@ def main() -> None:
     records = [json.loads(x) for x in (run.path / "search" / "trials.jsonl").read_text().splitlines()]
     fits = [r for r in records if r["status"] == "trained" and r["latency_ms"] <= m["budget_ms"]]
     best_nas = max((r for r in fits if r["kind"] == "nas"), key=lambda r: (r["proxy_top1"], -r["latency_ms"]))
-    best_zoo = max((r for r in fits if r["kind"] == "zoo"), key=lambda r: (r["proxy_top1"], -r["latency_ms"]))
+    zoo_fits = [r for r in fits if r["kind"] == "zoo"]
+    if not zoo_fits:
+        raise SystemExit(
+            f"no hand-picked zoo student fits the budget of {m['budget_ms']:.4f} ms: nothing to compare with; "
+            "use a slower teacher (e.g. --teacher-arch resnet56)"
+        )
+    best_zoo = max(zoo_fits, key=lambda r: (r["proxy_top1"], -r["latency_ms"]))
 
-    teacher = load_model_file(teacher_path).model.eval()
+    loaded_teacher = load_model_file(teacher_path)
+    teacher_arch = (loaded_teacher.arch or {}).get("name", args.teacher_arch)
+    teacher = loaded_teacher.model.eval()
     data = load_data(str(args.data), val_fraction=0.2, seed=args.seed, max_train_samples=budget["train"])
     norm = normalization_from_teacher_json(run.path / "teacher")
     t1 = time.perf_counter()
@@ -197,8 +205,8 @@ def main() -> None:
     lines = [
         "# Student search on CIFAR-10 (jetson-orin-nano budget)",
         "",
-        f"Command: `python benchmarks/search_cifar10.py{' --quick' if args.quick else ''}` "
-        f"(teacher {args.teacher_arch}, {budget})",
+        f"Command: `python benchmarks/search_cifar10.py{' '.join([''] + sys.argv[1:])}` "
+        f"(teacher {teacher_arch}, budget {budget})",
         f"Machine: {host_description()}; torch threads {args.threads}.",
         "",
         f"- Teacher: {teacher_path.name}, test top-1 {100 * teacher_top1:.2f}%, estimated "

@@ -379,7 +379,7 @@ class QuantizeConfig(_Strict):
     calib_batches: int = Field(8, ge=1)  # N calibration batches of training images (no augmentation)
     calib_batch_size: int = Field(64, ge=1)
     epochs: int | None = Field(None, ge=1)  # QAT epochs; None: 10% of distill.epochs, at least 1
-    lr: float | None = Field(None, gt=0.0)  # QAT learning rate; None: 10% of distill.lr
+    lr: float | None = Field(None, gt=0.0)  # QAT learning rate; None: 1% of distill.lr (NVIDIA)
     teacher: Literal["student", "teacher"] = "student"  # QAT teacher: the FP32 student or the original teacher
     ce_weight: float = Field(0.1, ge=0.0)
     kd_weight: float = Field(0.9, ge=0.0)

@@ -5,8 +5,13 @@ ICLR 2018): the loss is ``ce_weight * CE + kd_weight * KD(T)`` with the FP32 stu
 the original teacher) as the frozen teacher. It runs through the project's one training loop
 (``edgekd.distill.trainer.train``), so it checkpoints every epoch and resumes like distillation.
 Activation ranges stay at their calibrated values; weight scales follow the weights (per-channel
-max at every step), as in NVIDIA's QAT recipe. Defaults: about 10% of the distillation epochs (at
-least one) at 10% of its learning rate (REFERENCES.md: QAT for about 10% of the original epochs).
+max at every step), as in NVIDIA's QAT recipe. Defaults follow NVIDIA's guidance
+(pytorch-quantization's QAT notes; REFERENCES.md): about 10% of the distillation epochs (at least
+one), starting at 1% of its learning rate, cosine annealed. The learning rate matters more than it
+looks: the BatchNorm is folded into the weights before QAT, and a network without BN tolerates far
+less. Measured on a CIFAR-10 resnet8 (benchmarks/quantization.py): at 10% of the learning rate the
+gradients grew 170x in four steps and one epoch of QAT ended at 12% top-1 from 61%; at 1% the
+gradient norms stayed flat.
 """
 
 from __future__ import annotations
@@ -34,11 +39,11 @@ def qat_config(
     kd_weight: float = 0.9,
     temperature: float = 4.0,
 ) -> DistillConfig:
-    """The distill settings, shortened: ``epochs`` (default ~10% of distill, >= 1), ``lr`` (default 10%)."""
+    """The distill settings, shortened: ``epochs`` (default ~10% of distill, >= 1), ``lr`` (default 1%)."""
     return distill.model_copy(
         update={
             "epochs": int(epochs if epochs is not None else max(1, round(0.1 * distill.epochs))),
-            "lr": float(lr if lr is not None else 0.1 * distill.lr),
+            "lr": float(lr if lr is not None else 0.01 * distill.lr),
             "warmup_epochs": 0,
             "schedule": "cosine",
             "ce_weight": ce_weight,
