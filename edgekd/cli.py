@@ -101,7 +101,7 @@ SchemeOpt = Annotated[
     typer.Option(
         "--scheme",
         help="How the student learns: offline (default), dml, byot, cskd, tfkd, multi_teacher, data_free, "
-        "adversarial, cross_modal (settings under distill.<scheme>.*).",
+        "adversarial, cross_modal, lifelong (settings under distill.<scheme>.*).",
     ),
 ]
 AssistantOpt = Annotated[

@@ -61,7 +61,16 @@ class MethodConfig(_Strict):
 # Each scheme/algorithm's settings in its own model; ``distill.scheme`` picks one (see
 # edgekd/distill/schemes/). Defaults follow each paper or its official code (cited in the files).
 SchemeName = Literal[
-    "offline", "dml", "byot", "cskd", "tfkd", "multi_teacher", "data_free", "adversarial", "cross_modal"
+    "offline",
+    "dml",
+    "byot",
+    "cskd",
+    "tfkd",
+    "multi_teacher",
+    "data_free",
+    "adversarial",
+    "cross_modal",
+    "lifelong",
 ]
 
 
@@ -142,7 +151,6 @@ class CrossModalConfig(_Strict):
 class LifelongConfig(_Strict):
     """Learning without Forgetting (Li & Hoiem 2016): the old model's outputs on its classes, T=2."""
 
-    old_classes: int = Field(1, ge=1)  # the old model predicts the first N classes
     T: float = Field(2.0, gt=0.0)
     weight: float = Field(1.0, ge=0.0)  # lambda_o
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import onnx
 import pytest
@@ -40,6 +42,7 @@ def test_registry_lists_every_scheme():
         "data_free",
         "adversarial",
         "cross_modal",
+        "lifelong",
     }
     with pytest.raises(EdgekdError, match="unknown distillation scheme"):
         build_scheme("nope")
@@ -307,3 +310,50 @@ def test_takd_assistant_via_cli(tmp_path, cli, digits_teacher):
 def test_cli_scheme_flag_and_bad_scheme(tmp_path, cli, digits_teacher):
     result = cli("compress", "--teacher", digits_teacher, "--scheme", "nope", "--out", tmp_path / "r")
     assert result.exit_code == 2 and "distill.scheme" in result.output and "offline" in result.output
+
+
+@pytest.fixture(scope="module")
+def old_digits_teacher(tmp_path_factory, digits) -> Path:
+    """The old model of lifelong learning: cnn_small trained on digits 0-4 only, saved as an edgekd checkpoint."""
+    from edgekd.data.splits import take
+    from edgekd.models.checkpoint import save_model
+
+    data, norm = digits
+    old_tr = take(data.train, (data.train.labels < 5).nonzero().flatten().numpy())
+    cfg = RunConfig().distill.model_copy(update={"epochs": 6, "ce_weight": 1.0, "methods": []})
+    torch.manual_seed(0)
+    old = create_model("cnn_small", num_classes=5, in_channels=1)
+    train(TrainSetup(old, old_tr, old_tr, norm, cfg, 0, torch.device("cpu")))
+    path = tmp_path_factory.mktemp("old") / "old5.pt"
+    spec = {"shape": list(data.input_shape), "mean": norm.mean, "std": norm.std}
+    save_model(path, old, input_spec=spec, classes=data.classes[:5])
+    return path
+
+
+def test_lifelong_through_the_cli_grows_the_teacher_and_keeps_the_old_task(tmp_path, cli, old_digits_teacher):
+    out = tmp_path / "run"
+    result = cli(
+        "compress", "--teacher", old_digits_teacher, "--scheme", "lifelong", "--epochs", "3", "--no-quantize",
+        "--out", out, "--quiet", "--set", "bench.runs=50", "--set", "bench.sessions=1",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert "search" not in manifest["stages"]  # no --student, yet no search: the student is the grown teacher
+    m = json.loads((out / "distill" / "metrics.json").read_text())
+    assert m["scheme"] == "lifelong" and "guard" not in m
+    assert "lwf" in m["history"][-1]["train_loss"]
+    info = m["lifelong"]
+    assert info["old_classes"] == 5 and info["new_classes"] == 5
+    assert info["teacher_old_task_top1"] > 0.9 and info["student_old_task_top1"] > 0.85  # the old task is kept
+    assert m["val_top1"] > 0.8  # and the new classes are learnt (the teacher alone cannot exceed 0.5)
+    student = load_model_file(out / "distill" / "student.pt")
+    assert student.arch["name"] == "cnn_small" and student.arch["num_classes"] == 10
+    teacher = json.loads((out / "teacher" / "teacher.json").read_text())
+    assert teacher["val_top1"] > 0.9  # judged on its own five classes
+
+
+def test_lifelong_refuses_a_teacher_that_already_knows_every_class(tmp_path, cli, digits_teacher):
+    result = cli("compress", "--teacher", digits_teacher, "--scheme", "lifelong", "--out", tmp_path / "r", "--quiet")
+    assert result.exit_code == 2
+    assert "scheme lifelong grows the teacher to new classes" in result.output
+    assert not (tmp_path / "r" / "distill").exists()

@@ -92,8 +92,9 @@ def probe_logits(model: nn.Module, shape: tuple[int, ...], what: str, fix: str) 
     return out
 
 
-def check_teacher_fits(teacher: LoadedModel, data: DataBundle, path: Path) -> int:
-    """Raise a one-line error unless ``teacher`` takes the data's images and predicts its classes."""
+def check_teacher_fits(teacher: LoadedModel, data: DataBundle, path: Path, grows: bool = False) -> int:
+    """Raise a one-line error unless ``teacher`` takes the data's images and predicts its classes
+    (with ``grows``, scheme lifelong: fewer classes, the first ones of the data)."""
     shape = tuple(data.input_shape)
     declared = teacher.input.get("shape")
     if declared and tuple(declared) != shape:
@@ -108,6 +109,13 @@ def check_teacher_fits(teacher: LoadedModel, data: DataBundle, path: Path) -> in
         "pass the dataset the teacher was trained on (--data) or its architecture (--teacher-arch)",
     )
     n = int(out.shape[1])
+    if grows:
+        if n >= len(data.classes):
+            raise EdgekdError(
+                f"scheme lifelong grows the teacher to new classes, but teacher {path.name} already predicts {n} "
+                f"and the data has {len(data.classes)}; pass data with more classes (--data) or another --scheme"
+            )
+        return n
     if n != len(data.classes):
         raise EdgekdError(
             f"teacher {path.name} predicts {n} classes but the data has {len(data.classes)}; "
@@ -119,7 +127,8 @@ def check_teacher_fits(teacher: LoadedModel, data: DataBundle, path: Path) -> in
 def checked_teacher_for(run: RunDir, config: RunConfig) -> tuple[LoadedModel, DataBundle]:
     teacher = load_teacher(run, config)
     data = load_run_data(run, config)
-    run.memo("teacher_checked", lambda: check_teacher_fits(teacher, data, teacher_path(config)))
+    grows = config.distill.scheme == "lifelong"
+    run.memo("teacher_checked", lambda: check_teacher_fits(teacher, data, teacher_path(config), grows))
     return teacher, data
 
 

@@ -85,6 +85,11 @@ class DistillStage(Stage):
             for c in d.multi_teacher.checkpoints:
                 if not Path(c).expanduser().is_file():
                     raise EdgekdError(f"teacher {c} (distill.multi_teacher.checkpoints) does not exist; check the path")
+        if d.scheme == "lifelong" and (d.assistant is not None or config.quantize.teacher == "teacher"):
+            raise EdgekdError(
+                "scheme lifelong: the old model predicts fewer classes, so it cannot teach an assistant or the "
+                "INT8 copy; drop --assistant / --qat-teacher"
+            )
         if d.scheme == "cross_modal":
             norm = Normalization(mean=[0.5] * data.input_shape[0], std=[0.25] * data.input_shape[0])
             View(d.cross_modal.teacher_view, norm)
@@ -96,7 +101,9 @@ class DistillStage(Stage):
         norm = normalization_from_teacher_json(ctx.upstream("teacher"))
         device = resolve_device(cfg.device)
         arch = student_arch(cfg, teacher, data, ctx.run)
-        if cfg.student.arch == "auto" and isinstance(arch, dict):
+        if cfg.distill.scheme == "lifelong":
+            ctx.reporter.info("distill: scheme lifelong: the student is the teacher with its classifier grown")
+        elif cfg.student.arch == "auto" and isinstance(arch, dict):
             ctx.reporter.info(
                 f"distill: no --student given; using the searched student {arch['name']} (search/best_arch.json)"
             )
@@ -168,7 +175,7 @@ class DistillStage(Stage):
                 }
                 job.teacher, job.teacher_fn, job.teacher_sha256 = assistant, None, None
                 job.make_setup = lambda st, ms, c: setup(st, ms, c, teacher_model=assistant)
-            student0 = new_student()
+            student0 = teacher.model if dcfg.scheme == "lifelong" else new_student()
             ctx.reporter.info(
                 f"distill: {student0.arch_spec['name']} ({count_parameters(student0):,} parameters), scheme "
                 + (
@@ -240,7 +247,7 @@ class DistillStage(Stage):
         cfg = ctx.config
         dcfg = cfg.distill
         scheme = build_scheme(dcfg.scheme)
-        if dcfg.guard.mode == "off" or not scheme.uses_teacher or dcfg.scheme == "data_free":
+        if dcfg.guard.mode == "off" or not scheme.uses_teacher or dcfg.scheme in ("data_free", "lifelong"):
             return dcfg, None, None
         info = json.loads((ctx.upstream("teacher") / "teacher.json").read_text())
         teacher_top1 = float(info["val_top1"])

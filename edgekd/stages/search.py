@@ -24,10 +24,12 @@ from edgekd.stages.common import (
 
 
 def search_active(config: RunConfig) -> bool:
-    return config.student.arch == "auto" and config.search.enabled
+    return config.student.arch == "auto" and config.search.enabled and config.distill.scheme != "lifelong"
 
 
 def _skip_reason(config: RunConfig) -> str:
+    if config.distill.scheme == "lifelong":
+        return "scheme lifelong grows the teacher itself"
     if config.student.arch != "auto":
         return "a student was given (--student)"
     return "search.enabled is false"

@@ -42,7 +42,14 @@ class TeacherStage(Stage):
             f"{len(data.train)} train / {len(data.val)} val images {tuple(data.input_shape)}, "
             f"{len(data.classes)} classes"
         )
-        val = evaluate(teacher.model.to(device), data.val, norm, device)
+        n_teacher = int(ctx.run.memo("teacher_checked", lambda: None) or len(data.classes))
+        val_split = data.val
+        if n_teacher < len(data.classes):  # scheme lifelong: the old model, judged on its old classes
+            from edgekd.distill.schemes.lifelong import old_class_split
+
+            val_split = old_class_split(data.val, n_teacher)
+            ctx.reporter.info(f"teacher: predicts the first {n_teacher} of {len(data.classes)} classes (lifelong)")
+        val = evaluate(teacher.model.to(device), val_split, norm, device)
         teacher.model.to("cpu")
         ctx.reporter.info(f"teacher: validation top-1 {100 * val['top1']:.2f}% on {val['samples']} images")
         info = {

@@ -14,9 +14,10 @@ Most schemes are the shared training loop (``edgekd.distill.trainer.train``) plu
 | ``data_free``   | DeepInversion synthesis from BatchNorm statistics, then KD     | data_free.py      |
 | ``adversarial`` | a discriminator the student learns to fool                     | adversarial.py    |
 | ``cross_modal`` | teacher and student see paired views of each sample            | cross_modal.py    |
+| ``lifelong``    | the teacher grown to new classes, LwF keeps its old outputs    | lifelong.py       |
 
 ``distill.assistant`` (TAKD, assistant.py) chains teacher -> assistant -> student around any
-teacher-based scheme; learning without forgetting (lifelong.py) extends a model to new classes.
+teacher-based scheme.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from edgekd.distill.schemes import (  # noqa: E402,F401,I001  (registration)
     cskd,
     data_free,
     dml,
+    lifelong,
     multi_teacher,
     offline,
     tfkd,

@@ -13,8 +13,10 @@ training loop; ``LwFHook`` computes the term. Use with a teacher that predicts t
 ``old_classes`` classes of the data. As in the paper (one head per task), the old task is read
 from the old classes' outputs: with a single shared softmax, training on new-class data alone
 still pushes the new logits above the old ones (the class-incremental failure LwF does not address).
-Not wired into the pipeline yet: the teacher stage requires a teacher that predicts every class of
-the data; use ``extend_classifier`` + ``LwFHook`` with ``edgekd.distill.trainer.train``.
+
+In the pipeline (``--scheme lifelong``): the teacher is the old model and predicts the first N of
+the data's classes; the student is that model with its classifier grown to all the classes (so
+``--student`` and the search do not apply), trained with CE on the data's labels plus the LwF term.
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgekd.distill.schemes.base import TrainHook
+from edgekd.data import Split
+from edgekd.distill.schemes.base import Scheme, SchemeJob, SchemeOutcome, TrainHook, register_scheme, train_with
 from edgekd.distill.schemes.probe import last_linear
+from edgekd.errors import EdgekdError
 
 
 def extend_classifier(model: nn.Module, num_classes: int) -> nn.Module:
@@ -44,7 +48,9 @@ def extend_classifier(model: nn.Module, num_classes: int) -> nn.Module:
     parent = new.get_submodule(parent_name) if parent_name else new
     setattr(parent, attr, grown)
     if hasattr(new, "arch_spec"):
-        new.arch_spec = {**new.arch_spec}
+        new.arch_spec = {**new.arch_spec, "num_classes": num_classes}
+    for p in new.parameters():  # the old model may arrive frozen (a teacher)
+        p.requires_grad_(True)
     return new
 
 
@@ -63,3 +69,53 @@ class LwFHook(TrainHook):
 
     def terms(self, x, y, idx, logits, teacher_logits, epoch):
         return {"lwf": self.weight * lwf_loss(logits, teacher_logits, self.T)}
+
+
+@register_scheme("lifelong")
+class Lifelong(Scheme):
+    """The teacher (the old model) grown to the data's classes, trained with CE + the LwF term."""
+
+    def run(self, job: SchemeJob) -> SchemeOutcome:
+        old = job.teacher
+        if getattr(old, "arch_spec", None) is None:
+            raise EdgekdError(
+                "scheme lifelong grows the teacher itself, so the teacher must carry its architecture; "
+                "pass an edgekd checkpoint or --teacher-arch"
+            )
+        n_new = len(job.data.classes)
+        student = extend_classifier(old, n_new)
+        n_old = last_linear(old)[1].out_features
+        lwf = job.distill.lifelong
+        config = job.distill.model_copy(update={"methods": [], "ce_weight": 1.0})  # CE + lambda_o * LwF
+        result = train_with(job, student, config, [], hooks=[LwFHook(lwf.T, lwf.weight)], teacher=old)
+        old_val = old_class_split(job.data.val, n_old)
+        info = {
+            "old_classes": n_old,
+            "new_classes": n_new - n_old,
+            "T": lwf.T,
+            "weight": lwf.weight,
+            "old_task_val_samples": len(old_val),
+            "teacher_old_task_top1": old_task_top1(old, old_val, job.normalization, job.device, n_old),
+            "student_old_task_top1": old_task_top1(student, old_val, job.normalization, job.device, n_old),
+        }
+        return SchemeOutcome(student, result, {"lifelong": info})
+
+
+def old_class_split(split: Split, n_old: int) -> Split:
+    """The samples of the first ``n_old`` classes (the old task)."""
+    from edgekd.data.splits import take
+
+    return take(split, (split.labels < n_old).nonzero().flatten().numpy())
+
+
+@torch.no_grad()
+def old_task_top1(model: nn.Module, split: Split, norm, device, n_old: int, batch_size: int = 256) -> float:
+    """Top-1 on the old task, read from the first ``n_old`` outputs (LwF's multi-head evaluation)."""
+    from edgekd.data import BatchIterator
+
+    model = model.to(device).eval()
+    correct = seen = 0
+    for x, y in BatchIterator(split, batch_size, shuffle=False, seed=0, normalization=norm, device=device):
+        correct += int((model(x)[:, :n_old].argmax(1) == y).sum())
+        seen += int(y.numel())
+    return correct / max(seen, 1)
