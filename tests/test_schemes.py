@@ -265,12 +265,17 @@ def test_data_free_reads_no_training_image(tmp_path, digits_teacher):
             "distill.data_free.batch_size": 32,
             "distill.data_free.iterations": 10,
             "distill.batch_size": 32,
+            "quantize.sensitivity": False,
         },
+        ("teacher", "distill", "quantize"),
     )
     d = m["data_free"]
     assert d["samples"] == 64 and d["real_training_images_used"] == 0
     with __import__("numpy").load(tmp_path / "run" / "distill" / "synthetic.npz") as z:
         assert z["x"].shape == (64, 1, 8, 8) and z["x"].dtype.name == "uint8" and sorted(set(z["y"])) == list(range(10))
+    # the INT8 copy is calibrated and fine-tuned on the synthetic images too
+    q = json.loads((tmp_path / "run" / "quantize" / "metrics.json").read_text())
+    assert q["calibration_source"] == "synthetic (data-free)" and 0 < q["calibration_images"] <= 64
 
 
 def test_takd_assistant_via_cli(tmp_path, cli, digits_teacher):

@@ -11,7 +11,8 @@ while the top-1 drop exceeds ``quantize.max_drop`` points, keep the most sensiti
 
 Writes ``quantize/student_int8.pt`` (edgekd/quant/checkpoint.py), ``quantize/calibration.json``
 (every activation's amax and scale, every layer's weight scales) and ``quantize/metrics.json``
-(all of the above, with the sensitivity table and the mixed-precision steps). With
+(all of the above, with the sensitivity table and the mixed-precision steps). In a data-free run
+(``distill.scheme: data_free``) calibration and QAT use the distill stage's synthetic images. With
 ``quantize.enabled: false`` (``--no-quantize``) it only records ``mode: off`` so export writes FP32.
 """
 
@@ -20,7 +21,10 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from edgekd.data import BatchIterator, augment_kwargs
+import numpy as np
+import torch
+
+from edgekd.data import BatchIterator, Split, augment_kwargs
 from edgekd.data.splits import subset_indices, take
 from edgekd.distill.trainer import evaluate, resolve_device
 from edgekd.io import atomic_write_json
@@ -31,6 +35,17 @@ from edgekd.quant.checkpoint import save_int8
 from edgekd.quant.qat import qat_config, quantization_aware_kd
 from edgekd.quant.sensitivity import layer_sensitivity, mixed_precision
 from edgekd.stages.common import checked_teacher, normalization_from_teacher_json
+
+
+def quantize_training_split(ctx: StageContext, data) -> tuple[Split, str]:
+    """The images to calibrate and fine-tune on: the training split, or in a data-free run the
+    distill stage's synthetic images (so that no real training image is read there either)."""
+    synthetic = ctx.upstream("distill") / "synthetic.npz"
+    if ctx.config.distill.scheme != "data_free" or not synthetic.is_file():
+        return data.train, "training"
+    with np.load(synthetic) as z:
+        split = Split(images=torch.from_numpy(z["x"]), labels=torch.from_numpy(z["y"]).long())
+    return split, "synthetic (data-free)"
 
 
 @register_stage
@@ -64,12 +79,13 @@ class QuantizeStage(Stage):
         student = loaded.model.eval()
         qm = prepare_int8(student).to(device)
 
-        calib = BatchIterator(data.train, q.calib_batch_size, shuffle=True, seed=cfg.seed, normalization=norm)
+        train_split, train_source = quantize_training_split(ctx, data)
+        calib = BatchIterator(train_split, q.calib_batch_size, shuffle=True, seed=cfg.seed, normalization=norm)
         batches = [x.to(device) for _, (x, _y) in zip(range(q.calib_batches), calib, strict=False)]
         calibration = qm.calibrate(batches, q.calibrator, q.percentile)
         ctx.reporter.info(
             f"quantize: {len(qm.layers)} layers, {len(qm.points)} activations, calibrated ({q.calibrator}) "
-            f"on {calibration['images']} training images"
+            f"on {calibration['images']} {train_source} images"
         )
         student = student.to(device)
         fp32_top1 = evaluate(student, data.val, norm, device)["top1"]
@@ -78,6 +94,7 @@ class QuantizeStage(Stage):
             "mode": q.mode,
             "calibrator": q.calibrator,
             "calibration_images": calibration["images"],
+            "calibration_source": train_source,
             "fp32_val_top1": fp32_top1,
             "ptq_val_top1": ptq_top1,
             "layers": len(qm.layers),
@@ -108,7 +125,7 @@ class QuantizeStage(Stage):
             result = quantization_aware_kd(
                 qm,
                 kd_teacher,
-                train_split=data.train,
+                train_split=train_split,
                 val_split=data.val,
                 normalization=norm,
                 config=qcfg,
