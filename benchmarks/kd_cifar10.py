@@ -286,6 +286,7 @@ def run_row(row, budget, seed, teacher, data, norm, aug, device, setup, n_classe
         "seconds": result["seconds"],
         "seconds_per_epoch": result["seconds"] / result["epochs"],
         "eval_seconds": eval_seconds,
+        "threads": torch.get_num_threads(),
         "train_samples": len(data.train),
         "val_samples": len(data.val),
         "ce_weight": cfg.ce_weight,
@@ -333,6 +334,13 @@ def print_estimate(runs, teacher_info, skipped, data, args) -> None:
         f"their cost): {', '.join(skipped) or 'none'}. CRD's K is clipped to the smoke set's size, so its "
         "estimate is low."
     )
+
+
+def _threads_note(runs: dict, default: int) -> str:
+    used = sorted({r.get("threads", default) for per_seed in runs.values() for r in per_seed.values()})
+    if used == [1]:
+        return "1 torch thread per run (the seeds ran as parallel processes on the 2 cores, so wall times are shared)"
+    return f"{'/'.join(map(str, used or [default]))} torch thread(s) per run"
 
 
 def _stats(values: list[float]) -> tuple[float, float]:
@@ -399,7 +407,7 @@ def write_results(budget, teacher_info, runs, skipped, wall, args, data) -> None
         f"Wall time: {wall / 60:.1f} min for this invocation (cached runs excluded); teacher "
         f"{teacher_info.get('seconds', 0):.0f}s when trained.",
         f"Machine: {host.get('cpu')}, {host.get('logical_cores')} logical cores, torch {torch.__version__}, "
-        f"{args.threads} threads, device {args.device}; Python {platform.python_version()}.",
+        f"{_threads_note(runs, args.threads)}, device {args.device}; Python {platform.python_version()}.",
         "Data caveat: this CIFAR-10 copy was rebuilt from JPEGs (../shared/data/README.md); compare rows with each "
         "other, not with published CIFAR-10 numbers.",
         "",
