@@ -36,7 +36,7 @@ from edgekd.bench import host_description, measure_latency, model_size  # noqa: 
 from edgekd.config import AugmentConfig, TeacherTrainConfig  # noqa: E402
 from edgekd.data import BatchIterator, augment_kwargs, compute_normalization, load_data  # noqa: E402
 from edgekd.data.splits import subset_indices, take  # noqa: E402
-from edgekd.distill.trainer import TrainSetup, train  # noqa: E402
+from edgekd.distill.trainer import TrainSetup, evaluate, train  # noqa: E402
 from edgekd.export.int8_onnx import export_fp32_folded, export_int8  # noqa: E402
 from edgekd.export.trt_rules import check_trt_rules  # noqa: E402
 from edgekd.io import atomic_write_json, atomic_write_text  # noqa: E402
@@ -124,7 +124,12 @@ def accuracy_part(args, work: Path) -> dict:
         ptq[method] = top1(_torch_logits(qm, test_x))
         _log(f"PTQ ({method} calibration) fake-quant top-1 {100 * ptq[method]:.2f}%")
     out["ptq_fake_quant_top1"] = ptq
-    qm.calibrate(calib_batches, args.calibrator)
+
+    def monitor_top1() -> float:
+        return evaluate(qm, monitor, norm, torch.device("cpu"))["top1"]
+
+    chosen = qm.calibrate(calib_batches, args.calibrator, score=monitor_top1)
+    out["calibration"] = {"setting": args.calibrator, "chosen": chosen["method"], "scores": chosen.get("auto_scores")}
 
     fp32_onnx = work / "model_fp32_folded.onnx"
     export_fp32_folded(qm, fp32_onnx, input_shape=(3, 32, 32))
@@ -132,7 +137,7 @@ def accuracy_part(args, work: Path) -> dict:
     ort_quantize_static(fp32_onnx, ort_ptq, calib_x, batch_size=64)
 
     qat_cfg = qat_config(cfg, epochs=args.qat_epochs)
-    out["qat"] = {"epochs": qat_cfg.epochs, "lr": qat_cfg.lr, "calibrator": args.calibrator, "ce_weight": 0.1}
+    out["qat"] = {"epochs": qat_cfg.epochs, "lr": qat_cfg.lr, "calibrator": chosen["method"], "ce_weight": 0.1}
     qat_path = (
         work
         / f"qat_{args.arch}_{args.train_samples}_{args.epochs}_{qat_cfg.epochs}_lr{qat_cfg.lr:g}_{args.calibrator}.pt"
@@ -268,7 +273,15 @@ def markdown(res: dict) -> str:
             f"FP32 student {b['arch']} trained on a seeded stratified subset of {b['train_samples']} CIFAR-10 "
             f"training images for {b['epochs']} epochs (batch 128, SGD lr {b['lr']} cosine, crop+flip), CE only. "
             f"Calibration: {a['calib_images']} training images. QAT-KD: {a['qat']['epochs']} epoch(s) at lr "
-            f"{a['qat']['lr']:g} from {a['qat']['calibrator']} calibration, loss 0.1 CE + 0.9 KD (T=4), FP32 model as "
+            f"{a['qat']['lr']:g} from {a['qat']['calibrator']} calibration"
+            + (
+                " (chosen by `--calibrator auto` on the 2,000 test images held for monitoring: "
+                + ", ".join(f"{k} {100 * v:.2f}%" for k, v in a["calibration"]["scores"].items())
+                + ")"
+                if a.get("calibration", {}).get("setting") == "auto"
+                else ""
+            )
+            + f", loss 0.1 CE + 0.9 KD (T=4), FP32 model as "
             f"the teacher. Top-1 on {a['test_images']} CIFAR-10 test images (seeded stratified subset of the 10,000 "
             "when fewer).",
             "",
@@ -396,7 +409,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--lr", type=float, default=0.1)
     parser.add_argument("--qat-epochs", type=int, default=None, help="default: 10%% of --epochs, at least 1")
-    parser.add_argument("--calibrator", default="max", choices=CALIBRATORS)
+    parser.add_argument("--calibrator", default="auto", choices=("auto", *CALIBRATORS))
     parser.add_argument("--calib-images", type=int, default=512)
     parser.add_argument("--test-samples", type=int, default=10000, help="seeded stratified subset of the test set")
     parser.add_argument("--seed", type=int, default=0)

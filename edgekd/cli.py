@@ -688,7 +688,12 @@ def quantize(
     run_dir: RunDirArg,
     mode: Annotated[str | None, typer.Option("--mode", help="qat (default) or ptq (calibration only).")] = None,
     calibrator: Annotated[
-        str | None, typer.Option("--calibrator", help="max (default), percentile, entropy or mse.")
+        str | None,
+        typer.Option(
+            "--calibrator",
+            help="auto (default: tries max, percentile, entropy and mse, keeps the best on validation images), "
+            "max, percentile, entropy or mse.",
+        ),
     ] = None,
     epochs: Annotated[
         int | None, typer.Option("--epochs", help="QAT epochs (default: 10% of the distill epochs, at least 1).")

@@ -382,7 +382,8 @@ class QuantizeConfig(_Strict):
 
     enabled: bool = True  # False (--no-quantize): the stage records "off" and export writes FP32 only
     mode: Literal["qat", "ptq"] = "qat"
-    calibrator: Literal["max", "percentile", "entropy", "mse"] = "max"
+    # auto: all four from one pass, the best top-1 on the sensitivity images wins
+    calibrator: Literal["auto", "max", "percentile", "entropy", "mse"] = "auto"
     percentile: float = Field(99.99, gt=50.0, le=100.0)  # for calibrator "percentile"
     calib_batches: int = Field(8, ge=1)  # N calibration batches of training images (no augmentation)
     calib_batch_size: int = Field(64, ge=1)

@@ -188,7 +188,8 @@ def _int8_section(run: RunDir, stages: dict[str, Any]) -> list[str]:
 
     out.append(f"| student FP32 | {_pct(q.get('fp32_val_top1'))} | model_fp32.onnx | {size('model_fp32.onnx')} |")
     out.append(
-        f"| student INT8 ({q.get('mode')}, {q.get('calibrator')} calibration) | {_pct(q.get('val_top1'))} | "
+        f"| student INT8 ({q.get('mode')}, {q.get('calibrator')} calibration"
+        f"{' chosen by auto' if q.get('calibrator_setting') == 'auto' else ''}) | {_pct(q.get('val_top1'))} | "
         f"model_int8_cpu.onnx (ONNX Runtime CPU) | {size('model_int8_cpu.onnx')} |"
     )
     out.append(f"| same, TensorRT flavour | | model_int8.onnx | {size('model_int8.onnx')} |")

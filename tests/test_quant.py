@@ -169,6 +169,31 @@ def test_cpu_flavour_zero_points(exported):
             assert inits[producers[n.input[2]].input[0]].dtype == np.int32
 
 
+def test_biases_sit_on_the_int32_grid_of_the_integer_kernels(exported, calibrated):
+    """The fake-quant model adds each bias on the grid s_in * s_w; both exported flavours carry exactly
+    those values (the CPU flavour as int32 behind a DequantizeLinear, the TensorRT one as floats)."""
+    out, _ = exported
+    _, qm = calibrated
+    snapped = {}
+    for name, q in qm.layers.items():
+        s_b = q.bias_scale()
+        assert s_b is not None and s_b.shape == q.layer.bias.shape
+        ratio = q.layer.bias.detach() / s_b
+        assert torch.allclose(ratio, ratio.round(), atol=1e-3)  # export snapped the parameter in place
+        snapped[name] = q.layer.bias.detach().numpy()
+    cpu = onnx.load(str(out / "model_int8_cpu.onnx"))
+    inits = {i.name: numpy_helper.to_array(i) for i in cpu.graph.initializer}
+    producers = {o: n for n in cpu.graph.node for o in n.output}
+    dequantized = []
+    for n in cpu.graph.node:
+        if n.op_type in ("Conv", "Gemm") and len(n.input) > 2:
+            dq = producers[n.input[2]]
+            dequantized.append(inits[dq.input[0]].astype(np.float64) * inits[dq.input[1]].astype(np.float64))
+    assert len(dequantized) == len(snapped)
+    for b in dequantized:  # each int32 bias is one of the fake-quant model's biases, to float32 precision
+        assert any(v.shape == b.shape and np.allclose(v, b, rtol=1e-5, atol=1e-7) for v in snapped.values())
+
+
 def test_parity_fake_quant_vs_both_flavours(exported, calibrated, digits):
     out, _ = exported
     _, qm = calibrated

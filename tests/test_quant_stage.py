@@ -47,7 +47,11 @@ def test_quantize_stage_outputs_and_metrics(int8_run):
     for name in ("student_int8.pt", "calibration.json", "metrics.json"):
         assert (int8_run / "quantize" / name).is_file()
     calib = json.loads((int8_run / "quantize" / "calibration.json").read_text())
-    assert calib["method"] == "max" and all(p["amax"] > 0 for p in calib["points"].values())
+    assert all(p["amax"] > 0 for p in calib["points"].values())
+    # calibrator auto: all four scored on the validation images, the best kept
+    scores = calib["auto_scores"]
+    assert set(scores) == {"max", "percentile", "entropy", "mse"} and calib["method"] == m["calibrator"]
+    assert scores[m["calibrator"]] == max(scores.values()) and m["calibrator_setting"] == "auto"
     full = json.loads((int8_run / "quantize" / "metrics.json").read_text())
     assert set(full["sensitivity"]["layers"]) == set(calib["layers"])
 

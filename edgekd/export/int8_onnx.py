@@ -8,7 +8,8 @@ How the files are made (all from one scale table, :meth:`QuantizedModel.scale_ta
 2. Graph surgery puts the weights in: each quantized Conv/Gemm weight becomes a constant int8
    initializer (range [-127, 127]) behind a DequantizeLinear with per-channel scales on axis 0, so no
    scale is computed at run time (the Abs/ReduceMax nodes that a plain export of weight fake-quant
-   leaves in the graph: DESIGN.md). Biases stay float, graph outputs get no Q/DQ. This is the
+   leaves in the graph: DESIGN.md). Biases stay float (already on their int32 grid, see
+   ``QuantWeighted``), graph outputs get no Q/DQ. This is the
    TensorRT flavour (``model_int8.onnx``); ``trt_rules.check_trt_rules`` verifies it.
 3. The CPU flavour (``model_int8_cpu.onnx``) rewrites only how the same grid is stored, for ONNX
    Runtime's u8s8 integer kernels (int8 activations ran slower than FP32 there: DESIGN.md):
@@ -222,6 +223,7 @@ def export_int8(
     trt_path = Path(trt_path)
     float_path = trt_path.with_name(f".{trt_path.stem}.qdq-float.onnx")
     qm = qm.cpu().eval()
+    qm.snap_biases()  # both flavours get the biases the fake-quant model computes with
     try:
         with qm.float_weights(), warnings.catch_warnings():
             # the activation scales are Python floats on purpose: constants in the graph

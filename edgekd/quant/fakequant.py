@@ -69,6 +69,12 @@ class ActQuant(nn.Module):
 class QuantWeighted(nn.Module):
     """A Conv/Linear whose weight is fake-quantized per output channel when ``enabled``.
 
+    Its bias is kept on the int32 grid that integer kernels use (scale s_in * s_w per channel, s_in
+    the scale of the activation quantizer in front, ``input_point``), with a straight-through
+    gradient. ONNX Runtime's QLinearConv and TensorRT add the bias in int32; a float bias a fraction
+    of that step off moved enough roundings downstream that a CIFAR resnet20's top-1 agreed with
+    ONNX Runtime on only 98.7% of the test images (99.6% with the bias on the grid).
+
     With ``float_weights`` (set only while exporting to ONNX) the layer runs its plain float
     weight: the ONNX export writes the INT8 weights itself, from the same per-channel scales.
     """
@@ -81,11 +87,21 @@ class QuantWeighted(nn.Module):
         self.name = name
         self.enabled = True
         self.float_weights = False
+        self.input_point: tuple[ActQuant, ...] = ()  # a tuple, so that it is not a submodule
+
+    def bias_scale(self) -> torch.Tensor | None:
+        """s_in * s_w per output channel, the bias's int32 grid; None when the bias stays float."""
+        if self.layer.bias is None or not self.enabled or not self.input_point or not self.input_point[0].enabled:
+            return None
+        return self.input_point[0].scale * weight_amax(self.layer.weight) / 127.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.layer.weight
+        w, b = self.layer.weight, self.layer.bias
         if self.enabled and not self.float_weights:
             w = fake_quant_weight(w)
+            s_b = self.bias_scale()
+            if s_b is not None:
+                b = b + (torch.round(b / s_b) * s_b - b).detach()
         if isinstance(self.layer, nn.Linear):
-            return F.linear(x, w, self.layer.bias)
-        return self.layer._conv_forward(x, w, self.layer.bias)
+            return F.linear(x, w, b)
+        return self.layer._conv_forward(x, w, b)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import copy
 import operator
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from edgekd.errors import EdgekdError
-from edgekd.quant.calibrate import Collector, compute_amax
+from edgekd.quant.calibrate import CALIBRATORS, Collector, compute_amax
 from edgekd.quant.fakequant import ActQuant, QuantWeighted
 
 WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Linear)
@@ -96,6 +96,14 @@ class QuantizedModel(nn.Module):
             "skipped": list(self.skipped),
         }
 
+    @torch.no_grad()
+    def snap_biases(self) -> None:
+        """Round every quantized layer's bias onto its int32 grid in place (what the forward pass uses)."""
+        for q in self.layers.values():
+            s_b = q.bias_scale()
+            if s_b is not None:
+                q.layer.bias.copy_(torch.round(q.layer.bias / s_b) * s_b)
+
     @contextmanager
     def float_weights(self) -> Iterator[None]:
         """Run with plain float weights (for the ONNX export, which writes INT8 weights itself)."""
@@ -110,8 +118,19 @@ class QuantizedModel(nn.Module):
 
     # -- calibration -------------------------------------------------------------------------
     @torch.no_grad()
-    def calibrate(self, batches: Iterable[torch.Tensor], method: str = "max", percentile: float = 99.99) -> dict:
-        """Set every point's amax from ``batches`` (the model runs in float while collecting)."""
+    def calibrate(
+        self,
+        batches: Iterable[torch.Tensor],
+        method: str = "max",
+        percentile: float = 99.99,
+        score: Callable[[], float] | None = None,
+    ) -> dict:
+        """Set every point's amax from ``batches`` (the model runs in float while collecting).
+
+        ``method="auto"`` computes all four calibrators from the one collection pass and keeps the
+        one whose ``score()`` (the caller's top-1 on held-out images) is highest; ties go to the
+        earlier of max, percentile, entropy, mse.
+        """
         points = self.points
         layer_state = {n: q.enabled for n, q in self.layers.items()}
         for q in self.layers.values():
@@ -134,9 +153,22 @@ class QuantizedModel(nn.Module):
             self.train(was_training)
         if seen == 0:
             raise EdgekdError("no calibration images; pass a dataset with a non-empty training split")
+        if method != "auto":
+            for n, p in points.items():
+                p.amax.fill_(compute_amax(collectors[n], method, percentile))
+            return {"images": seen, "method": method, "amax": {n: float(p.amax) for n, p in points.items()}}
+        if score is None:
+            raise ValueError("calibrator 'auto' needs a score function to choose with")
+        tables, scores = {}, {}
+        for candidate in CALIBRATORS:
+            tables[candidate] = {n: compute_amax(collectors[n], candidate, percentile) for n in points}
+            for n, p in points.items():
+                p.amax.fill_(tables[candidate][n])
+            scores[candidate] = float(score())
+        best = max(CALIBRATORS, key=lambda c: (scores[c], -CALIBRATORS.index(c)))
         for n, p in points.items():
-            p.amax.fill_(compute_amax(collectors[n], method, percentile))
-        return {"images": seen, "method": method, "amax": {n: float(p.amax) for n, p in points.items()}}
+            p.amax.fill_(tables[best][n])
+        return {"images": seen, "method": best, "auto_scores": scores, "amax": dict(tables[best])}
 
 
 def _is_relu(gm: fx.GraphModule, node: fx.Node) -> bool:
@@ -208,7 +240,12 @@ def prepare_int8(model: nn.Module) -> QuantizedModel:
         node.replace_all_uses_with(qnode, delete_user_cb=lambda u, q=qnode: u is not q)
         consumers[name] = [u.target for u in users if _kind(gm, u) == "layer"]
         feeds_other[name] = any(_kind(gm, u) != "layer" for u in users)
-    if not any(isinstance(m, QuantWeighted) for m in gm.modules()):
+    layers = {m.name: m for m in gm.modules() if isinstance(m, QuantWeighted)}
+    points = {m.point: m for m in gm.modules() if isinstance(m, ActQuant)}
+    for point, users in consumers.items():
+        for layer in users:
+            layers[layer].input_point = (points[point],)
+    if not layers:
         raise EdgekdError(
             f"{type(model).__name__} has no Conv or Linear layer to quantize; run without quantization (--no-quantize)"
         )

@@ -1,7 +1,9 @@
 """Stage ``quantize``: the FP32 student becomes an INT8 (fake-quant) student with (almost) no loss.
 
 Steps: fold BN and insert fake quantizers (edgekd/quant/graph.py); calibrate the activation
-ranges on ``quantize.calib_batches`` training batches; measure each layer's sensitivity; in ``qat``
+ranges on ``quantize.calib_batches`` training batches (``calibrator: auto``, the default, computes
+max, percentile, entropy and mse from one pass and keeps the best top-1 on the
+``sensitivity_samples`` validation images); measure each layer's sensitivity; in ``qat``
 mode fine-tune with the FP32 student (or, with ``quantize.teacher: teacher``, the original
 teacher) as the KD teacher through the project's trainer (per-epoch checkpoint, resumable), and
 keep the QAT weights only if they beat calibration alone on the validation split (``selected`` in
@@ -82,9 +84,20 @@ class QuantizeStage(Stage):
         train_split, train_source = quantize_training_split(ctx, data)
         calib = BatchIterator(train_split, q.calib_batch_size, shuffle=True, seed=cfg.seed, normalization=norm)
         batches = [x.to(device) for _, (x, _y) in zip(range(q.calib_batches), calib, strict=False)]
-        calibration = qm.calibrate(batches, q.calibrator, q.percentile)
+        sens_split = take(data.val, subset_indices(data.val.labels, q.sensitivity_samples, cfg.seed))
+        calibration = qm.calibrate(
+            batches, q.calibrator, q.percentile, score=lambda: evaluate(qm, sens_split, norm, device)["top1"]
+        )
+        chosen = calibration["method"]
+        how = (
+            f"auto: {chosen}, best of "
+            + ", ".join(f"{k} {100 * v:.2f}%" for k, v in calibration["auto_scores"].items())
+            + f" on {len(sens_split)} validation images"
+            if q.calibrator == "auto"
+            else chosen
+        )
         ctx.reporter.info(
-            f"quantize: {len(qm.layers)} layers, {len(qm.points)} activations, calibrated ({q.calibrator}) "
+            f"quantize: {len(qm.layers)} layers, {len(qm.points)} activations, calibrated ({how}) "
             f"on {calibration['images']} {train_source} images"
         )
         student = student.to(device)
@@ -92,7 +105,9 @@ class QuantizeStage(Stage):
         ptq_top1 = evaluate(qm, data.val, norm, device)["top1"]
         metrics: dict[str, Any] = {
             "mode": q.mode,
-            "calibrator": q.calibrator,
+            "calibrator": chosen,
+            "calibrator_setting": q.calibrator,
+            "calibrator_scores": calibration.get("auto_scores"),
             "calibration_images": calibration["images"],
             "calibration_source": train_source,
             "fp32_val_top1": fp32_top1,
@@ -100,7 +115,6 @@ class QuantizeStage(Stage):
             "layers": len(qm.layers),
             "activation_points": len(qm.points),
         }
-        sens_split = take(data.val, subset_indices(data.val.labels, q.sensitivity_samples, cfg.seed))
         sensitivity = None
         if q.sensitivity or q.max_drop is not None:
             sensitivity = layer_sensitivity(qm, sens_split, norm, device)
