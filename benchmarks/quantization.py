@@ -257,9 +257,11 @@ def latency_part(args, work: Path) -> dict:
 
 
 def _load_avg() -> str:
+    """The 1-minute load average and the processes runnable right now (this one included)."""
     try:
-        return Path("/proc/loadavg").read_text().split()[0]
-    except OSError:
+        fields = Path("/proc/loadavg").read_text().split()
+        return f"{fields[0]} ({fields[3].split('/')[0]} runnable)"
+    except (OSError, IndexError):
         return "?"
 
 
@@ -417,8 +419,9 @@ def main() -> None:
     parser.add_argument("--runs-b1", type=int, default=200)
     parser.add_argument("--runs-b32", type=int, default=40)
     parser.add_argument("--latency-extra", action="store_true", help="also time another CIFAR ResNet (latency only)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads for training (ORT timing always uses 2)")
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     work = ROOT / "benchmarks" / "work" / "quantization"
     work.mkdir(parents=True, exist_ok=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -446,7 +449,8 @@ def main() -> None:
         commands.clear()
     commands[args.part] = {"command": res["command"], "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     res["wall_seconds"] = round(time.perf_counter() - t0, 1)
-    busy = max((float(x) for x in loads if x != "?"), default=0.0) > 2.5
+    # busy: more runnable processes than cores at a sample (the load average lags by minutes)
+    busy = max((int(x.split("(")[1].split()[0]) for x in loads if "(" in x), default=0) > 2
     res["load_note"] = f"1-minute load average during this run: {', '.join(loads)} on 2 cores" + (
         " (other jobs shared the CPU; latency ratios come from interleaved sessions in one run, absolute times are "
         "inflated)."
