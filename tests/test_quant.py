@@ -175,12 +175,15 @@ def test_biases_sit_on_the_int32_grid_of_the_integer_kernels(exported, calibrate
     out, _ = exported
     _, qm = calibrated
     snapped = {}
-    for name, q in qm.layers.items():
-        s_b = q.bias_scale()
-        assert s_b is not None and s_b.shape == q.layer.bias.shape
-        ratio = q.layer.bias.detach() / s_b
-        assert torch.allclose(ratio, ratio.round(), atol=1e-3)  # export snapped the parameter in place
-        snapped[name] = q.layer.bias.detach().numpy()
+    before = {name: q.layer.bias.detach().clone() for name, q in qm.layers.items()}
+    with qm.biases_on_grid():
+        for name, q in qm.layers.items():
+            s_b = q.bias_scale()
+            assert s_b is not None and s_b.shape == q.layer.bias.shape
+            ratio = q.layer.bias.detach() / s_b
+            assert torch.allclose(ratio, ratio.round(), atol=1e-3)
+            snapped[name] = q.layer.bias.detach().clone().numpy()
+    assert all(torch.equal(before[name], q.layer.bias) for name, q in qm.layers.items())  # restored
     cpu = onnx.load(str(out / "model_int8_cpu.onnx"))
     inits = {i.name: numpy_helper.to_array(i) for i in cpu.graph.initializer}
     producers = {o: n for n in cpu.graph.node for o in n.output}

@@ -223,9 +223,9 @@ def export_int8(
     trt_path = Path(trt_path)
     float_path = trt_path.with_name(f".{trt_path.stem}.qdq-float.onnx")
     qm = qm.cpu().eval()
-    qm.snap_biases()  # both flavours get the biases the fake-quant model computes with
     try:
-        with qm.float_weights(), warnings.catch_warnings():
+        # both flavours get the biases the fake-quant model computes with
+        with qm.biases_on_grid(), qm.float_weights(), warnings.catch_warnings():
             # the activation scales are Python floats on purpose: constants in the graph
             warnings.filterwarnings("ignore", message=r".*Converting a tensor to a Python float.*")
             export_onnx(qm, float_path, input_shape=input_shape, opset=opset)

@@ -96,13 +96,23 @@ class QuantizedModel(nn.Module):
             "skipped": list(self.skipped),
         }
 
-    @torch.no_grad()
-    def snap_biases(self) -> None:
-        """Round every quantized layer's bias onto its int32 grid in place (what the forward pass uses)."""
-        for q in self.layers.values():
-            s_b = q.bias_scale()
-            if s_b is not None:
-                q.layer.bias.copy_(torch.round(q.layer.bias / s_b) * s_b)
+    @contextmanager
+    def biases_on_grid(self) -> Iterator[None]:
+        """Within: every quantized layer's bias parameter rounded onto its int32 grid (the values the
+        forward pass adds), for the export; the trained values come back afterwards."""
+        saved = {}
+        with torch.no_grad():
+            for name, q in self.layers.items():
+                s_b = q.bias_scale()
+                if s_b is not None:
+                    saved[name] = q.layer.bias.detach().clone()
+                    q.layer.bias.copy_(torch.round(q.layer.bias / s_b) * s_b)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for name, bias in saved.items():
+                    self.layers[name].layer.bias.copy_(bias)
 
     @contextmanager
     def float_weights(self) -> Iterator[None]:
