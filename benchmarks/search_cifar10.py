@@ -105,8 +105,13 @@ def search(args, work: Path, teacher: Path, budget: dict) -> RunDir:
 
 
 def full_kd(name: str, spec: dict, teacher, data, norm, budget: dict, args, work: Path) -> dict:
-    """kd_cifar10.py's recipe; cached per student."""
-    out = work / f"kd_{name}.json"
+    """kd_cifar10.py's recipe; cached per architecture."""
+    from edgekd.nas.journal import arch_key
+
+    out = work / f"kd_{name}_{arch_key(spec)[:12]}.json"
+    legacy = work / f"kd_{name}.json"  # runs cached by name only, before this key
+    if not out.is_file() and legacy.is_file() and json.loads(legacy.read_text())["arch"] == spec:
+        return json.loads(legacy.read_text())
     if out.is_file():
         return json.loads(out.read_text())
     device = resolve_device("cpu")
@@ -135,7 +140,7 @@ def full_kd(name: str, spec: dict, teacher, data, norm, budget: dict, args, work
             methods=[(build_method("kd", {"T": 4.0}), 0.9)],
             augment=augment_kwargs(AugmentConfig(), data.input_shape),
         ),
-        checkpoint_path=work / f"kd_{name}.ckpt",
+        checkpoint_path=out.with_suffix(".ckpt"),
         resume=True,
         reporter=Reporter(),
         label=f"kd {name}",
