@@ -370,10 +370,6 @@ class SearchConfig(_Strict):
     proxy_batch_size: int = Field(32, ge=1)
     proxy_lr: float = Field(0.05, gt=0.0)
     population: int | None = Field(None, ge=2)  # evolution; None: trials // 2, between 4 and 20
-    # the best N searched candidates and the best zoo student are re-scored with a longer proxy before
-    # the choice (a 3-epoch proxy once preferred a fast starter that ended 2 points lower); 0: off
-    finalists: int = Field(3, ge=0)
-    final_epochs: int | None = Field(None, ge=1)  # the finalists' proxy epochs; None: 3 x proxy_epochs
     compare_zoo: list[str] | None = None  # hand-picked students scored on the same proxy; None: by input size
     threads: int | None = Field(None, ge=1)  # torch threads during the search (1 suits tiny proxies); None: as is
     engine: Literal["sequential", "nni-local"] = "sequential"

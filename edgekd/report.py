@@ -165,12 +165,6 @@ def _search_lines(run: RunDir, stages: dict[str, Any]) -> list[str]:
     )
     if m.get("best_zoo"):
         line += f"; best hand-picked student within the budget: {m['best_zoo']} at {_pct(m.get('best_zoo_proxy_top1'))}"
-    if m.get("finalists"):
-        line += (
-            f". {m['finalists']} finalists re-scored with {m['final_epochs']} proxy epochs: the chosen one "
-            f"{_pct(m.get('best_final_top1'))}"
-            + (f", {m['best_zoo']} {_pct(m.get('best_zoo_final_top1'))}" if m.get("best_zoo_final_top1") else "")
-        )
     out = [line + ". Trials: `search/trials.jsonl`."]
     if (run.path / "search" / "pareto.png").is_file():
         out += ["", "![proxy accuracy vs modelled latency](search/pareto.png)"]

@@ -11,7 +11,7 @@ once, for the plot.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -83,10 +83,6 @@ class Proxy:
             "loss": "0.1*ce + 0.9*kd(T=4)",
             "score": "top-1 on the validation subset after the last epoch",
         }
-
-    def longer(self, epochs: int) -> Proxy:
-        """The same proxy trained for ``epochs`` (the finalists' re-scoring)."""
-        return replace(self, config=self.config.model_copy(update={"epochs": epochs}))
 
     def teacher_top1(self) -> float:
         return evaluate(self.teacher.to(self.device), self.data.val, self.normalization, self.device)["top1"]

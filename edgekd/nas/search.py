@@ -5,14 +5,10 @@
         estimated latency on the target > budget  -> rejected before training (NNI Filter)
         else                                      -> proxy score: short KD from the teacher
     the hand-picked zoo students that fit the budget get the same proxy, for comparison
-    finalists: the best ``search.finalists`` candidates and the best zoo student, re-scored
-               with a proxy of ``search.final_epochs`` epochs (default 3x)
-    best = highest finalist score under the budget (ties: the faster one); without finalists,
-           the highest proxy top-1
+    best = highest proxy top-1 under the budget (ties: the faster one)
 
 Writes ``trials.jsonl`` (the journal; a cut-off search resumes from it without retraining),
-``finalists.jsonl`` (the longer scores, also resumable), ``best_arch.json`` (an arch spec
-``create_model`` builds without NNI) and ``pareto.png``.
+``best_arch.json`` (an arch spec ``create_model`` builds without NNI) and ``pareto.png``.
 NNI itself is only reached through ``edgekd.nas.nni_space``.
 """
 
@@ -48,10 +44,6 @@ def default_zoo(side: int) -> list[str]:
 
 def rank_key(rec: dict[str, Any]) -> tuple[float, float]:
     return (rec["proxy_top1"], -rec["latency_ms"])
-
-
-def final_key(rec: dict[str, Any]) -> tuple[float, float, float]:
-    return (rec["final_top1"], rec["proxy_top1"], -rec["latency_ms"])
 
 
 @dataclass
@@ -292,20 +284,14 @@ class Search:
                 f"no candidate fits the latency budget of {self.budget_ms:.3g} ms on {self.target}; "
                 "raise it (--latency-ms or --latency-ratio) or pass --student"
             )
-        finals = self._finalists(nas, zoo)
-        if finals:  # rank the finalists by their longer score
-            nas = [{**r, **finals[r["key"]]} for r in nas if r["key"] in finals]
-            zoo = [{**r, **finals[r["key"]]} for r in zoo if r["key"] in finals]
-        key = final_key if finals else rank_key
-        best_nas = max(nas, key=key) if nas else None
-        best_zoo = max(zoo, key=key) if zoo else None
-        best = max([r for r in (best_nas, best_zoo) if r], key=key)
+        best_nas = max(nas, key=rank_key) if nas else None
+        best_zoo = max(zoo, key=rank_key) if zoo else None
+        best = max([r for r in (best_nas, best_zoo) if r], key=rank_key)
         best_arch = {
             "arch": best["arch"],
             "source": "search" if best["kind"] == "nas" else "zoo",
             "name": best["name"],
             "proxy_top1": best["proxy_top1"],
-            "final_top1": best.get("final_top1"),
             "latency_ms": best["latency_ms"],
             "latency_source": best["latency_source"],
             "latency_modelled": True,
@@ -342,48 +328,12 @@ class Search:
             "best_search_proxy_top1": best_nas["proxy_top1"] if best_nas else None,
             "best_zoo": best_zoo["name"] if best_zoo else None,
             "best_zoo_proxy_top1": best_zoo["proxy_top1"] if best_zoo else None,
-            "best_final_top1": best.get("final_top1"),
-            "best_search_final_top1": best_nas.get("final_top1") if best_nas else None,
-            "best_zoo_final_top1": best_zoo.get("final_top1") if best_zoo else None,
-            "finalists": len(finals),
-            "final_epochs": next(iter(finals.values()))["final_epochs"] if finals else None,
-            "search_beats_zoo": (best_nas is not None and (best_zoo is None or key(best_nas) >= key(best_zoo))),
+            "search_beats_zoo": (
+                best_nas is not None and (best_zoo is None or rank_key(best_nas) >= rank_key(best_zoo))
+            ),
             "proxy": self.proxy.describe(),
             "seconds": round(seconds, 3),
         }
-
-    def _finalists(self, nas: list[dict[str, Any]], zoo: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        """Re-score the best few candidates and the best zoo student with a longer proxy; by key."""
-        n = self.config.finalists
-        pool = sorted(nas, key=rank_key, reverse=True)[:n] + sorted(zoo, key=rank_key, reverse=True)[:1]
-        if n == 0 or len(pool) < 2:
-            return {}
-        journal = Journal(self.out_dir / "finalists.jsonl")
-        done = journal.by_key()
-        epochs = self.config.final_epochs or 3 * self.proxy.config.epochs
-        longer = self.proxy.longer(epochs)
-        out: dict[str, dict[str, Any]] = {}
-        for r in pool:
-            if r["key"] in done and done[r["key"]].get("final_epochs") == epochs:
-                out[r["key"]] = done[r["key"]]
-                continue
-            t0 = time.perf_counter()
-            scored = longer.score(r["arch"])
-            rec = {
-                "key": r["key"],
-                "kind": r["kind"],
-                "name": r["name"],
-                "final_top1": scored["proxy_top1"],
-                "final_epochs": epochs,
-                "final_seconds": round(time.perf_counter() - t0, 3),
-            }
-            journal.append(rec)
-            out[r["key"]] = rec
-            self.reporter.info(
-                f"search: finalist {r['name']} ({r['kind']}): {100 * rec['final_top1']:.2f}% after {epochs} epochs "
-                f"(proxy {100 * r['proxy_top1']:.2f}%)"
-            )
-        return out
 
     # -- NNI training service ----------------------------------------------------------------
     def _write_trial_context(self) -> Path:
