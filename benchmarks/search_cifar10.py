@@ -47,8 +47,24 @@ from edgekd.models.checkpoint import load_model_file  # noqa: E402
 from edgekd.pipeline import RunDir, Runner  # noqa: E402
 from edgekd.stages.common import normalization_from_teacher_json  # noqa: E402
 
-FULL = {"teacher_epochs": 30, "trials": 20, "proxy_epochs": 3, "proxy_train": 5000, "kd_epochs": 15, "train": 20000}
-QUICK = {"teacher_epochs": 1, "trials": 2, "proxy_epochs": 1, "proxy_train": 200, "kd_epochs": 1, "train": 1000}
+FULL = {
+    "teacher_epochs": 30,
+    "trials": 20,
+    "proxy_epochs": 3,
+    "proxy_train": 5000,
+    "proxy_val": 5000,
+    "kd_epochs": 15,
+    "train": 20000,
+}
+QUICK = {
+    "teacher_epochs": 1,
+    "trials": 2,
+    "proxy_epochs": 1,
+    "proxy_train": 200,
+    "proxy_val": 200,
+    "kd_epochs": 1,
+    "train": 1000,
+}
 
 
 def teacher_checkpoint(args, work: Path, budget: dict) -> Path:
@@ -65,7 +81,8 @@ def teacher_checkpoint(args, work: Path, budget: dict) -> Path:
 
 
 def search(args, work: Path, teacher: Path, budget: dict) -> RunDir:
-    run = RunDir(work / "run")
+    b = budget
+    run = RunDir(work / f"run_{b['trials']}t_{b['proxy_epochs']}x{b['proxy_train']}_v{b['proxy_val']}_s{args.seed}")
     overrides = {
         "teacher.checkpoint": str(teacher),
         "data.source": str(args.data),
@@ -76,6 +93,7 @@ def search(args, work: Path, teacher: Path, budget: dict) -> RunDir:
         "search.latency_ratio": 0.5,
         "search.proxy_epochs": budget["proxy_epochs"],
         "search.proxy_train_samples": budget["proxy_train"],
+        "search.proxy_val_samples": budget["proxy_val"],
         "search.proxy_batch_size": 64,
         "search.threads": args.threads,
     }
@@ -104,13 +122,10 @@ def search(args, work: Path, teacher: Path, budget: dict) -> RunDir:
 
 
 def full_kd(name: str, spec: dict, teacher, data, norm, budget: dict, args, work: Path) -> dict:
-    """kd_cifar10.py's recipe; cached per architecture."""
+    """kd_cifar10.py's recipe; cached per architecture, KD budget and seed."""
     from edgekd.nas.journal import arch_key
 
-    out = work / f"kd_{name}_{arch_key(spec)[:12]}.json"
-    legacy = work / f"kd_{name}.json"  # runs cached by name only, before this key
-    if not out.is_file() and legacy.is_file() and json.loads(legacy.read_text())["arch"] == spec:
-        return json.loads(legacy.read_text())
+    out = work / f"kd_{name}_{arch_key(spec)[:12]}_{budget['train']}x{budget['kd_epochs']}ep_s{args.seed}.json"
     if out.is_file():
         return json.loads(out.read_text())
     device = resolve_device("cpu")

@@ -366,7 +366,7 @@ class SearchConfig(_Strict):
     precision: Literal["fp32", "fp16", "int8"] | None = None
     proxy_epochs: int = Field(5, ge=1)
     proxy_train_samples: int | None = Field(1000, ge=10)
-    proxy_val_samples: int | None = Field(1000, ge=10)
+    proxy_val_samples: int | None = Field(2000, ge=10)
     proxy_batch_size: int = Field(32, ge=1)
     proxy_lr: float = Field(0.05, gt=0.0)
     population: int | None = Field(None, ge=2)  # evolution; None: trials // 2, between 4 and 20

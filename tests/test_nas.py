@@ -16,7 +16,7 @@ from edgekd.config import build_config
 from edgekd.console import Reporter
 from edgekd.errors import EdgekdError
 from edgekd.models import create_model
-from edgekd.nas.space import cheapest_sample, choices, make_layout, spec_from_sample
+from edgekd.nas.space import cheapest_sample, choices, make_layout, resolutions_for, spec_from_sample
 from edgekd.pipeline import RunDir, Runner
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,7 +37,15 @@ def test_nni_is_imported_in_one_module_only():
     assert users == ["edgekd/nas/nni_space.py"]
 
 
-@pytest.mark.parametrize("shape", [(1, 8, 8), (3, 32, 32)])
+@pytest.mark.parametrize(
+    ("side", "expected"), [(8, [8]), (28, [28]), (32, [32]), (64, [64, 48, 40]), (224, [224, 168, 140])]
+)
+def test_small_images_keep_their_side_and_large_ones_may_shrink(side, expected):
+    assert resolutions_for(side) == expected
+    assert make_layout(10, (3, side, side))["resolutions"] == expected
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 8), (3, 32, 32), (3, 64, 64)])
 def test_frozen_nni_samples_are_the_zoo_models(shape):
     from edgekd.nas import nni_space
 
