@@ -4,6 +4,7 @@ journal and resume, best_arch rebuilt without NNI, and a real 3-trial search on 
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -215,3 +216,23 @@ def test_report_shows_the_search(searched):
     m = searched.stage_record("search")["metrics"]
     assert f"{m['trials_trained']} trials trained" in report and f"Chosen: {m['best']}" in report
     assert "search/pareto.png" in report
+
+
+@pytest.mark.slow
+def test_nni_local_engine_trains_trials_in_their_own_processes(tmp_path, digits_teacher):
+    """NNI's local training service (manager + one process per trial, 2 at once) fills the same
+    journal and best_arch.json as the sequential engine."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    overrides = {"search.engine": "nni-local", "search.concurrency": 2, "search.trials": 2, "search.port": port}
+    run = _run(tmp_path, digits_teacher, ["search"], **{**overrides, "search.latency_ratio": 0.6})
+    m = run.stage_record("search")["metrics"]
+    trained = [r for r in _journal(run) if r["kind"] == "nas" and r["status"] == "trained"]
+    assert m["trials_trained"] == len(trained) == 2
+    pids = {r["pid"] for r in trained}
+    assert os.getpid() not in pids and len(pids) == 2
+    assert all(r["latency_ms"] <= m["budget_ms"] and 0.0 <= r["proxy_top1"] <= 1.0 for r in trained)
+    create_model(json.loads((run.path / "search" / "best_arch.json").read_text())["arch"])

@@ -15,6 +15,7 @@ NNI itself is only reached through ``edgekd.nas.nni_space``.
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -367,7 +368,9 @@ def evaluate_trial(model: Any, context: str) -> None:
     if done and done.get("status") == "trained":
         report(done["proxy_top1"])
         return
-    rec = search._score_and_record("nas", spec["name"], spec, search.cost(spec), strategy=search.config.strategy)
+    rec = search._score_and_record(
+        "nas", spec["name"], spec, search.cost(spec), strategy=search.config.strategy, pid=os.getpid()
+    )
     report(rec["proxy_top1"])
 
 
