@@ -39,8 +39,13 @@ from edgekd.data.splits import subset_indices, take  # noqa: E402
 from edgekd.distill.trainer import TrainSetup, evaluate, train  # noqa: E402
 from edgekd.export.int8_onnx import export_fp32_folded, export_int8  # noqa: E402
 from edgekd.export.trt_rules import check_trt_rules  # noqa: E402
-from edgekd.io import atomic_write_json, atomic_write_text  # noqa: E402
+from edgekd.io import (  # noqa: E402
+    atomic_write_json,
+    atomic_write_text,
+    sha256_file,  # noqa: E402
+)
 from edgekd.models import create_model  # noqa: E402
+from edgekd.models.checkpoint import load_model_file  # noqa: E402
 from edgekd.quant import CALIBRATORS, prepare_int8  # noqa: E402
 from edgekd.quant.ort_ptq import ort_quantize_static  # noqa: E402
 from edgekd.quant.qat import qat_config, quantization_aware_kd  # noqa: E402
@@ -72,21 +77,23 @@ def _torch_logits(model, images: np.ndarray) -> np.ndarray:
     return np.concatenate([model(torch.from_numpy(images[i : i + 256])).numpy() for i in range(0, len(images), 256)])
 
 
-def accuracy_part(args, work: Path) -> dict:
+def accuracy_part(args, arch: str, work: Path) -> dict:
+    """Everything of the accuracy part for one student; its files go to ``work`` (one folder per arch)."""
+    work.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)
     data = load_data(str(args.data), seed=args.seed, max_train_samples=args.train_samples)
     norm = compute_normalization(data.train)
     monitor = take(data.val, subset_indices(data.val.labels, 2000, args.seed))  # per-epoch val (monitoring only)
     augment = augment_kwargs(AugmentConfig(), data.input_shape)
     cfg = TeacherTrainConfig(epochs=args.epochs, lr=args.lr, batch_size=128)
-    fp32_path = work / f"fp32_{args.arch}_{args.train_samples}_{args.epochs}.pt"
-    model = create_model(args.arch, num_classes=len(data.classes), in_channels=3)
+    fp32_path = work / f"fp32_{arch}_{args.train_samples}_{args.epochs}.pt"
+    model = create_model(arch, num_classes=len(data.classes), in_channels=3)
     if fp32_path.is_file():
         model.load_state_dict(torch.load(fp32_path, weights_only=True))
         fp32_info = json.loads(fp32_path.with_suffix(".json").read_text())
-        _log(f"FP32 {args.arch}: cached ({fp32_path.name})")
+        _log(f"FP32 {arch}: cached ({fp32_path.name})")
     else:
-        _log(f"FP32 {args.arch}: training on {len(data.train)} images, {args.epochs} epochs")
+        _log(f"FP32 {arch}: training on {len(data.train)} images, {args.epochs} epochs")
         result = train(
             TrainSetup(model, data.train, monitor, norm, cfg, args.seed, torch.device("cpu"), augment=augment),
             checkpoint_path=fp32_path.with_suffix(".last.ckpt"),
@@ -139,8 +146,7 @@ def accuracy_part(args, work: Path) -> dict:
     qat_cfg = qat_config(cfg, epochs=args.qat_epochs)
     out["qat"] = {"epochs": qat_cfg.epochs, "lr": qat_cfg.lr, "calibrator": chosen["method"], "ce_weight": 0.1}
     qat_path = (
-        work
-        / f"qat_{args.arch}_{args.train_samples}_{args.epochs}_{qat_cfg.epochs}_lr{qat_cfg.lr:g}_{args.calibrator}.pt"
+        work / f"qat_{arch}_{args.train_samples}_{args.epochs}_{qat_cfg.epochs}_lr{qat_cfg.lr:g}_{args.calibrator}.pt"
     )
     if qat_path.is_file():
         qm.load_state_dict(torch.load(qat_path, weights_only=True))
@@ -189,10 +195,80 @@ def accuracy_part(args, work: Path) -> dict:
         k: model_size(p)["bytes"]
         for k, p in (("fp32", fp32_onnx), ("ort_ptq", ort_ptq), ("cpu", cpu_path), ("trt", trt_path))
     }
+    if args.qat_teacher and arch == args.arch:
+        out["qat_original_teacher"] = qat_from_teacher(
+            args,
+            arch,
+            work,
+            model,
+            chosen["method"],
+            qat_cfg,
+            data,
+            monitor,
+            norm,
+            augment,
+            calib_batches,
+            test_x,
+            top1,
+        )
+        out["qat_original_teacher"]["agree_fake_quant_vs_cpu"] = agree(
+            out["qat_original_teacher"].pop("fake_quant_logits"), out["qat_original_teacher"].pop("cpu_logits")
+        )
     out["test_images"] = int(len(test_y))
     out["calib_images"] = int(len(calib_x))
     _log(f"accuracy: {json.dumps(out['onnx_top1'])}, parity {json.dumps(out['parity'])}")
     return out
+
+
+def qat_from_teacher(
+    args, arch, work, model, calibrator, qat_cfg, data, monitor, norm, augment, calib_batches, test_x, top1
+) -> dict:
+    """QAT-KD from the original teacher (``--qat-teacher``, Polino et al.'s setting: the large model
+    teaches the quantized small one) instead of the FP32 student, from the same calibration."""
+    loaded = load_model_file(args.qat_teacher)
+    teacher = loaded.model.eval()
+    tag = f"{(loaded.arch or {}).get('name', 'teacher')}_{sha256_file(args.qat_teacher)[:8]}"
+    qm = prepare_int8(model)
+    qm.calibrate(calib_batches, calibrator)
+    path = (
+        work / f"qat_{arch}_{args.train_samples}_{args.epochs}_{qat_cfg.epochs}_lr{qat_cfg.lr:g}_{calibrator}_{tag}.pt"
+    )
+    if path.is_file():
+        qm.load_state_dict(torch.load(path, weights_only=True))
+        seconds = json.loads(path.with_suffix(".json").read_text())["seconds"]
+        _log(f"QAT-KD from {tag}: cached")
+    else:
+        _log(f"QAT-KD from the original teacher {tag}: {qat_cfg.epochs} epoch(s) at lr {qat_cfg.lr:g}")
+        result = quantization_aware_kd(
+            qm,
+            teacher,
+            train_split=data.train,
+            val_split=monitor,
+            normalization=norm,
+            config=qat_cfg,
+            seed=args.seed,
+            device=torch.device("cpu"),
+            augment=augment,
+            checkpoint_path=path.with_suffix(".last.ckpt"),
+            resume=False,
+        )
+        torch.save(qm.state_dict(), path)
+        seconds = result["seconds"]
+        atomic_write_json(path.with_suffix(".json"), {"seconds": seconds})
+    qm.eval()
+    fq = _torch_logits(qm, test_x)
+    trt_path, cpu_path = work / "model_int8_qat_teacher.onnx", work / "model_int8_cpu_qat_teacher.onnx"
+    export_int8(qm, trt_path, cpu_path, input_shape=(3, 32, 32))
+    cpu = _ort_logits(cpu_path, test_x)
+    return {
+        "teacher": tag,
+        "teacher_top1": top1(_torch_logits(teacher, test_x)),
+        "seconds": seconds,
+        "fake_quant_top1": top1(fq),
+        "cpu_top1": top1(cpu),
+        "fake_quant_logits": fq,
+        "cpu_logits": cpu,
+    }
 
 
 def _latency_models(work: Path) -> dict[str, Path]:
@@ -228,7 +304,7 @@ def _extra_latency_models(work: Path, arch: str) -> dict[str, Path]:
 
 
 def latency_part(args, work: Path) -> dict:
-    sets = {args.arch: _latency_models(work)}
+    sets = {args.arch: _latency_models(work / args.arch)}
     if args.latency_extra:
         extra = "resnet8" if args.arch != "resnet8" else "resnet20"
         sets[f"{extra} (untrained weights, latency only)"] = _extra_latency_models(work, extra)
@@ -302,6 +378,16 @@ def markdown(res: dict) -> str:
             ("INT8 QAT-KD, cpu flavour (model_int8_cpu.onnx), ORT", o["cpu"], "cpu"),
             ("INT8 QAT-KD, TensorRT flavour (model_int8.onnx), run by ORT on CPU", o["trt"], "trt"),
         ]
+        qt = a.get("qat_original_teacher")
+        if qt:
+            rows += [
+                (
+                    f"INT8 QAT-KD from the original teacher ({qt['teacher']}), PyTorch fake quant",
+                    qt["fake_quant_top1"],
+                    None,
+                ),
+                (f"INT8 QAT-KD from the original teacher ({qt['teacher']}), cpu flavour, ORT", qt["cpu_top1"], None),
+            ]
         for name, v, key in rows:
             size = f"{a['sizes'][key] / 1024:.1f}" if key else ""
             lines.append(f"| {name} | {100 * v:.2f} | {100 * (v - fp):+.2f} | {size} |")
@@ -315,6 +401,30 @@ def markdown(res: dict) -> str:
             "quantized layers).",
             "",
         ]
+        if qt:
+            lines += [
+                f"The original teacher ({qt['teacher']}) scores {100 * qt['teacher_top1']:.2f}% on the same test "
+                f"images; its QAT-KD ran the same epochs, learning rate and calibration as the default one; "
+                f"fake quant vs cpu flavour agree on {100 * qt['agree_fake_quant_vs_cpu']:.2f}%.",
+                "",
+            ]
+    if res.get("also"):
+        lines += [
+            "## Other students (accuracy only, same recipe; not gated)",
+            "",
+            "| student | FP32 | ORT quantize_static | PTQ max | PTQ percentile | PTQ entropy | PTQ mse | auto chose "
+            "| QAT-KD cpu flavour | fake quant vs cpu | cpu vs TensorRT flavour |",
+            "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|",
+        ]
+        for arch, x in res["also"].items():
+            o, ptq, par = x["onnx_top1"], x["ptq_fake_quant_top1"], x["parity"]
+            lines.append(
+                f"| {arch} | {100 * o['fp32']:.2f} | {100 * o['ort_ptq']:.2f} | "
+                + " | ".join(f"{100 * ptq[m]:.2f}" for m in ("max", "percentile", "entropy", "mse"))
+                + f" | {x['calibration']['chosen']} | {100 * o['cpu']:.2f} | {100 * par['fake_quant_vs_cpu']:.2f}% | "
+                f"{100 * par['cpu_vs_trt']:.2f}% |"
+            )
+        lines.append("")
     if lat:
         lines += ["## ONNX Runtime CPU latency (2 threads; median over fresh interleaved sessions)", ""]
         for label, per in lat.items():
@@ -374,6 +484,14 @@ def gates(res: dict, arch: str) -> dict:
             "goal": ">",
             "passed": o["cpu"] > o["ort_ptq"],
         }
+        qt = a.get("qat_original_teacher")
+        if qt:
+            out["qat_teacher_vs_ort_ptq"] = {
+                "check": f"INT8 QAT-KD from the original teacher ({qt['teacher']}) more accurate than quantize_static",
+                "measured": f"{100 * qt['cpu_top1']:.2f} vs {100 * o['ort_ptq']:.2f}",
+                "goal": ">",
+                "passed": qt["cpu_top1"] > o["ort_ptq"],
+            }
         out["parity_fq_cpu"] = {
             "check": "fake quant vs ORT (cpu flavour) top-1 agreement",
             "measured": f"{100 * a['parity']['fake_quant_vs_cpu']:.2f}%",
@@ -406,7 +524,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--part", choices=("accuracy", "latency", "all"), default="all")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "cifar10")
-    parser.add_argument("--arch", default="resnet8")
+    parser.add_argument("--arch", default="resnet20", help="the gated student")
     parser.add_argument("--train-samples", type=int, default=10000)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--lr", type=float, default=0.1)
@@ -420,6 +538,15 @@ def main() -> None:
     parser.add_argument("--runs-b32", type=int, default=40)
     parser.add_argument("--latency-extra", action="store_true", help="also time another CIFAR ResNet (latency only)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads for training (ORT timing always uses 2)")
+    parser.add_argument(
+        "--also", nargs="*", default=[], help="more students for the accuracy part (reported, not gated)"
+    )
+    parser.add_argument(
+        "--qat-teacher",
+        type=Path,
+        default=None,
+        help="an edgekd checkpoint of the original teacher: also run QAT-KD from it (edgekd's --qat-teacher)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     work = ROOT / "benchmarks" / "work" / "quantization"
@@ -437,7 +564,8 @@ def main() -> None:
     t0 = time.perf_counter()
     loads = [_load_avg()]
     if args.part in ("accuracy", "all"):
-        res["accuracy"] = accuracy_part(args, work)
+        res["accuracy"] = accuracy_part(args, args.arch, work / args.arch)
+        res["also"] = {arch: accuracy_part(args, arch, work / arch) for arch in args.also}
         loads.append(_load_avg())
     if args.part in ("latency", "all"):
         res["latency"] = latency_part(args, work)
