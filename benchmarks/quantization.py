@@ -1,6 +1,7 @@
 """INT8 on real CIFAR-10: QAT-KD against FP32 and ONNX Runtime's own PTQ; ORT CPU latency of both flavours.
 
-    python benchmarks/quantization.py [--part accuracy|latency|all] [--data ../shared/data/cifar10]
+    python benchmarks/quantization.py [--part accuracy|latency|all] [--arch resnet20] [--also mobilenetv2]
+        [--qat-teacher TEACHER.pt] [--data ../shared/data/cifar10]
 
 Accuracy part: trains a small FP32 CIFAR student once (cached under benchmarks/work/quantization/),
 folds BN, calibrates INT8 on ``--calib-images`` training images (all four calibrators, PTQ top-1
@@ -9,6 +10,10 @@ of the FP32 epochs at 1% of its learning rate, through edgekd's trainer), export
 CPU flavours, and builds ONNX Runtime's ``quantize_static`` (QDQ, uint8 activations, int8
 per-channel weights, MinMax) from the same BN-folded FP32 ONNX with the same calibration images.
 Top-1 of everything on the 10,000 CIFAR-10 test images, and the parity between fake quant and ORT.
+``--also`` runs the same for more students (reported, not gated: e.g. a MobileNetV2, where PTQ
+loses accuracy and QAT has something to recover); ``--qat-teacher`` adds QAT-KD from the original
+teacher (edgekd's ``--qat-teacher``; Polino et al.'s setting). Each student's files live in
+``benchmarks/work/quantization/<arch>/``.
 
 Latency part (rerun alone on a quiet machine): ONNX Runtime CPU, 2 threads, batch 1 and 32, every
 model in several fresh sessions, interleaved (A1 B1 C1 D1 A2 ...), medians. ``--latency-extra``
