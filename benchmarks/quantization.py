@@ -489,14 +489,6 @@ def gates(res: dict, arch: str) -> dict:
             "goal": ">",
             "passed": o["cpu"] > o["ort_ptq"],
         }
-        qt = a.get("qat_original_teacher")
-        if qt:
-            out["qat_teacher_vs_ort_ptq"] = {
-                "check": f"INT8 QAT-KD from the original teacher ({qt['teacher']}) more accurate than quantize_static",
-                "measured": f"{100 * qt['cpu_top1']:.2f} vs {100 * o['ort_ptq']:.2f}",
-                "goal": ">",
-                "passed": qt["cpu_top1"] > o["ort_ptq"],
-            }
         out["parity_fq_cpu"] = {
             "check": "fake quant vs ORT (cpu flavour) top-1 agreement",
             "measured": f"{100 * a['parity']['fake_quant_vs_cpu']:.2f}%",
