@@ -153,28 +153,9 @@ def accuracy_part(args, arch: str, work: Path) -> dict:
     qat_path = (
         work / f"qat_{arch}_{args.train_samples}_{args.epochs}_{qat_cfg.epochs}_lr{qat_cfg.lr:g}_{args.calibrator}.pt"
     )
-    if qat_path.is_file():
-        qm.load_state_dict(torch.load(qat_path, weights_only=True))
-        out["qat"]["seconds"] = json.loads(qat_path.with_suffix(".json").read_text())["seconds"]
-        _log("QAT: cached")
-    else:
-        _log(f"QAT-KD: {qat_cfg.epochs} epoch(s) at lr {qat_cfg.lr:g}, FP32 model as the teacher")
-        result = quantization_aware_kd(
-            qm,
-            model,
-            train_split=data.train,
-            val_split=monitor,
-            normalization=norm,
-            config=qat_cfg,
-            seed=args.seed,
-            device=torch.device("cpu"),
-            augment=augment,
-            checkpoint_path=qat_path.with_suffix(".last.ckpt"),
-            resume=False,
-        )
-        torch.save(qm.state_dict(), qat_path)
-        atomic_write_json(qat_path.with_suffix(".json"), {"seconds": result["seconds"]})
-        out["qat"]["seconds"] = result["seconds"]
+    out["qat"]["seconds"] = cached_qat(
+        qm, model, qat_path, "FP32 model as the teacher", qat_cfg, data.train, monitor, norm, augment, args.seed
+    )
     qm.eval()
     fq_logits = _torch_logits(qm, test_x)
     out["qat_fake_quant_top1"] = top1(fq_logits)
@@ -225,6 +206,31 @@ def accuracy_part(args, arch: str, work: Path) -> dict:
     return out
 
 
+def cached_qat(qm, teacher, path: Path, teacher_label: str, qat_cfg, train_split, monitor, norm, augment, seed):
+    """QAT-KD of ``qm`` from ``teacher``, cached at ``path``; returns the training seconds."""
+    if path.is_file():
+        qm.load_state_dict(torch.load(path, weights_only=True))
+        _log(f"QAT-KD ({teacher_label}): cached")
+        return json.loads(path.with_suffix(".json").read_text())["seconds"]
+    _log(f"QAT-KD: {qat_cfg.epochs} epoch(s) at lr {qat_cfg.lr:g}, {teacher_label}")
+    result = quantization_aware_kd(
+        qm,
+        teacher,
+        train_split=train_split,
+        val_split=monitor,
+        normalization=norm,
+        config=qat_cfg,
+        seed=seed,
+        device=torch.device("cpu"),
+        augment=augment,
+        checkpoint_path=path.with_suffix(".last.ckpt"),
+        resume=False,
+    )
+    torch.save(qm.state_dict(), path)
+    atomic_write_json(path.with_suffix(".json"), {"seconds": result["seconds"]})
+    return result["seconds"]
+
+
 def qat_from_teacher(
     args, arch, work, model, calibrator, qat_cfg, data, monitor, norm, augment, calib_batches, test_x, top1
 ) -> dict:
@@ -238,28 +244,9 @@ def qat_from_teacher(
     path = (
         work / f"qat_{arch}_{args.train_samples}_{args.epochs}_{qat_cfg.epochs}_lr{qat_cfg.lr:g}_{calibrator}_{tag}.pt"
     )
-    if path.is_file():
-        qm.load_state_dict(torch.load(path, weights_only=True))
-        seconds = json.loads(path.with_suffix(".json").read_text())["seconds"]
-        _log(f"QAT-KD from {tag}: cached")
-    else:
-        _log(f"QAT-KD from the original teacher {tag}: {qat_cfg.epochs} epoch(s) at lr {qat_cfg.lr:g}")
-        result = quantization_aware_kd(
-            qm,
-            teacher,
-            train_split=data.train,
-            val_split=monitor,
-            normalization=norm,
-            config=qat_cfg,
-            seed=args.seed,
-            device=torch.device("cpu"),
-            augment=augment,
-            checkpoint_path=path.with_suffix(".last.ckpt"),
-            resume=False,
-        )
-        torch.save(qm.state_dict(), path)
-        seconds = result["seconds"]
-        atomic_write_json(path.with_suffix(".json"), {"seconds": seconds})
+    seconds = cached_qat(
+        qm, teacher, path, f"the original teacher {tag}", qat_cfg, data.train, monitor, norm, augment, args.seed
+    )
     qm.eval()
     fq = _torch_logits(qm, test_x)
     trt_path, cpu_path = work / "model_int8_qat_teacher.onnx", work / "model_int8_cpu_qat_teacher.onnx"
