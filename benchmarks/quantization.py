@@ -82,13 +82,25 @@ def _torch_logits(model, images: np.ndarray) -> np.ndarray:
     return np.concatenate([model(torch.from_numpy(images[i : i + 256])).numpy() for i in range(0, len(images), 256)])
 
 
+def held_out_monitor(args, data, n: int = 2000):
+    """``n`` training images the FP32 model never saw: ``--calibrator auto`` chooses on them and the
+    trainings log them, so that the test images serve only the final top-1. Test images only when
+    the whole training set is in use."""
+    full = load_data(str(args.data), seed=args.seed)
+    rest = np.setdiff1d(np.arange(len(full.train)), subset_indices(full.train.labels, args.train_samples, args.seed))
+    if len(rest) < n:
+        _log(f"monitoring on {n} test images: fewer than {n} training images are left out of training")
+        return take(data.val, subset_indices(data.val.labels, n, args.seed))
+    return take(full.train, rest[subset_indices(full.train.labels[torch.from_numpy(rest)], n, args.seed)])
+
+
 def accuracy_part(args, arch: str, work: Path) -> dict:
     """Everything of the accuracy part for one student; its files go to ``work`` (one folder per arch)."""
     work.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)
     data = load_data(str(args.data), seed=args.seed, max_train_samples=args.train_samples)
     norm = compute_normalization(data.train)
-    monitor = take(data.val, subset_indices(data.val.labels, 2000, args.seed))  # per-epoch val (monitoring only)
+    monitor = held_out_monitor(args, data)
     augment = augment_kwargs(AugmentConfig(), data.input_shape)
     cfg = TeacherTrainConfig(epochs=args.epochs, lr=args.lr, batch_size=128)
     fp32_path = work / f"fp32_{arch}_{args.train_samples}_{args.epochs}.pt"
@@ -151,7 +163,7 @@ def accuracy_part(args, arch: str, work: Path) -> dict:
     qat_cfg = qat_config(cfg, epochs=args.qat_epochs)
     out["qat"] = {"epochs": qat_cfg.epochs, "lr": qat_cfg.lr, "calibrator": chosen["method"], "ce_weight": 0.1}
     qat_path = (
-        work / f"qat_{arch}_{args.train_samples}_{args.epochs}_{qat_cfg.epochs}_lr{qat_cfg.lr:g}_{args.calibrator}.pt"
+        work / f"qat_{arch}_{args.train_samples}_{args.epochs}_{qat_cfg.epochs}_lr{qat_cfg.lr:g}_{chosen['method']}.pt"
     )
     out["qat"]["seconds"] = cached_qat(
         qm, model, qat_path, "FP32 model as the teacher", qat_cfg, data.train, monitor, norm, augment, args.seed
@@ -345,7 +357,7 @@ def markdown(res: dict) -> str:
             f"Calibration: {a['calib_images']} training images. QAT-KD: {a['qat']['epochs']} epoch(s) at lr "
             f"{a['qat']['lr']:g} from {a['qat']['calibrator']} calibration"
             + (
-                " (chosen by `--calibrator auto` on the 2,000 test images held for monitoring: "
+                " (chosen by `--calibrator auto` on 2,000 held-out training images: "
                 + ", ".join(f"{k} {100 * v:.2f}%" for k, v in a["calibration"]["scores"].items())
                 + ")"
                 if a.get("calibration", {}).get("setting") == "auto"
