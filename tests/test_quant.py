@@ -89,6 +89,16 @@ def test_bn_folding_keeps_the_function_and_removes_batchnorm():
         torch.testing.assert_close(folded(x), model(x), atol=1e-4, rtol=1e-4)
 
 
+def test_the_quantized_copy_of_a_frozen_model_trains():
+    """The trainer freezes the model that teaches; its quantized copy must still learn (QAT)."""
+    model = create_model("resnet8", num_classes=10).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    qm = prepare_int8(model)
+    assert all(p.requires_grad for p in qm.parameters())
+    assert not any(p.requires_grad for p in model.parameters())
+
+
 def test_fake_quant_grids():
     q = ActQuant("a")
     q.amax.fill_(1.27)

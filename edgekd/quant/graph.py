@@ -223,8 +223,13 @@ def fold_batchnorm(model: nn.Module) -> fx.GraphModule:
 
 
 def prepare_int8(model: nn.Module) -> QuantizedModel:
-    """Fold BN, wrap every Conv/Linear, insert an ActQuant after every tensor a layer/Add/pool reads."""
+    """Fold BN, wrap every Conv/Linear, insert an ActQuant after every tensor a layer/Add/pool reads.
+
+    The result is a new model for QAT, trainable even when ``model`` was frozen (the trainer freezes
+    the model that teaches, and the FP32 student teaches its own quantized copy)."""
     gm = fold_batchnorm(model)
+    for p in gm.parameters():
+        p.requires_grad_(True)
     graph = gm.graph
     for node in list(graph.nodes):
         if node.op == "call_module" and isinstance(gm.get_submodule(node.target), WEIGHTED):
