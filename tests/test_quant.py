@@ -89,6 +89,25 @@ def test_bn_folding_keeps_the_function_and_removes_batchnorm():
         torch.testing.assert_close(folded(x), model(x), atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("method", ["percentile", "entropy", "mse"])
+def test_relu_outputs_keep_their_observed_max_under_every_calibrator(calibrated, digits, method):
+    """The CPU flavour's uint8 grid after a ReLU saturates at 255 steps, so no calibrator may clip a
+    ReLU output below its max (fake quant and TensorRT would clip what the CPU flavour keeps)."""
+    model, by_max = calibrated
+    data, norm = digits
+    it = BatchIterator(data.train, 64, shuffle=True, seed=0, normalization=norm)
+    batches = [x for _, (x, _y) in zip(range(4), it, strict=False)]
+    qm = prepare_int8(model)
+    qm.calibrate(batches, method)
+    points, reference = qm.points, by_max.points
+    relu = [n for n, p in points.items() if p.non_negative]
+    signed = [n for n, p in points.items() if not p.non_negative]
+    assert relu and signed
+    for n in relu:
+        assert float(points[n].amax) == pytest.approx(float(reference[n].amax))
+    assert any(float(points[n].amax) < float(reference[n].amax) for n in signed)  # the others do clip
+
+
 def test_the_quantized_copy_of_a_frozen_model_trains():
     """The trainer freezes the model that teaches; its quantized copy must still learn (QAT)."""
     model = create_model("resnet8", num_classes=10).eval()

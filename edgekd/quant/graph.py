@@ -140,6 +140,14 @@ class QuantizedModel(nn.Module):
         ``method="auto"`` computes all four calibrators from the one collection pass and keeps the
         one whose ``score()`` (the caller's top-1 on held-out images) is highest; ties go to the
         earlier of max, percentile, entropy, mse.
+
+        A ReLU's output keeps its observed max whatever the method. The CPU flavour stores it as
+        uint8 with zero point 0, so that ONNX Runtime fuses the ReLU away, and that grid saturates
+        at 255 steps, not 127: below the observed max, fake quant and TensorRT would clip values
+        that the CPU flavour keeps. Measured on the CIFAR resnet20 with mse calibration, the two
+        flavours agreed on 99.42% of the test images (goal 99.5%). A uint8 Clip after each such
+        tensor restored 99.92%, but cost 6% at batch 32. Clipping still applies to every signed
+        tensor: residual sums, linear bottlenecks, the network input.
         """
         points = self.points
         layer_state = {n: q.enabled for n, q in self.layers.items()}
@@ -163,15 +171,20 @@ class QuantizedModel(nn.Module):
             self.train(was_training)
         if seen == 0:
             raise EdgekdError("no calibration images; pass a dataset with a non-empty training split")
+        def amax(name: str, calibrator: str) -> float:
+            if points[name].non_negative:
+                return compute_amax(collectors[name], "max")
+            return compute_amax(collectors[name], calibrator, percentile)
+
         if method != "auto":
             for n, p in points.items():
-                p.amax.fill_(compute_amax(collectors[n], method, percentile))
+                p.amax.fill_(amax(n, method))
             return {"images": seen, "method": method, "amax": {n: float(p.amax) for n, p in points.items()}}
         if score is None:
             raise ValueError("calibrator 'auto' needs a score function to choose with")
         tables, scores = {}, {}
         for candidate in CALIBRATORS:
-            tables[candidate] = {n: compute_amax(collectors[n], candidate, percentile) for n in points}
+            tables[candidate] = {n: amax(n, candidate) for n in points}
             for n, p in points.items():
                 p.amax.fill_(tables[candidate][n])
             scores[candidate] = float(score())
