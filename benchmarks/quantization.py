@@ -558,9 +558,9 @@ def main() -> None:
     parser.add_argument("--calib-images", type=int, default=512)
     parser.add_argument("--test-samples", type=int, default=10000, help="seeded stratified subset of the test set")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--sessions", type=int, default=5)
-    parser.add_argument("--runs-b1", type=int, default=200)
-    parser.add_argument("--runs-b32", type=int, default=40)
+    parser.add_argument("--sessions", type=int, default=15)
+    parser.add_argument("--runs-b1", type=int, default=1000)
+    parser.add_argument("--runs-b32", type=int, default=100)
     parser.add_argument("--latency-extra", action="store_true", help="also time another CIFAR ResNet (latency only)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads for training (ORT timing always uses 2)")
     parser.add_argument(
