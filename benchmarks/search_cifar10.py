@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -173,8 +174,7 @@ def full_kd(name: str, spec: dict, teacher, data, norm, budget: dict, seed: int,
 def summarize(runs: list[dict]) -> dict:
     """Full-KD runs of one student over seeds: the mean top-1 is what the acceptance compares."""
     tops = [r["test_top1"] for r in runs]
-    mean = sum(tops) / len(tops)
-    std = (sum((t - mean) ** 2 for t in tops) / (len(tops) - 1)) ** 0.5 if len(tops) > 1 else 0.0
+    mean, std = statistics.fmean(tops), (statistics.stdev(tops) if len(tops) > 1 else 0.0)
     return {
         **runs[0],
         "runs": runs,

@@ -171,6 +171,7 @@ class QuantizedModel(nn.Module):
             self.train(was_training)
         if seen == 0:
             raise EdgekdError("no calibration images; pass a dataset with a non-empty training split")
+
         def amax(name: str, calibrator: str) -> float:
             if points[name].non_negative:
                 return compute_amax(collectors[name], "max")
