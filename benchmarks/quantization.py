@@ -53,7 +53,7 @@ from edgekd.models import create_model  # noqa: E402
 from edgekd.models.checkpoint import load_model_file  # noqa: E402
 from edgekd.quant import CALIBRATORS, prepare_int8  # noqa: E402
 from edgekd.quant.ort_ptq import ort_quantize_static  # noqa: E402
-from edgekd.quant.qat import qat_config, quantization_aware_kd  # noqa: E402
+from edgekd.quant.qat import keep_better, qat_config, quantization_aware_kd  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -249,9 +249,7 @@ def cached_qat(qm, teacher, path: Path, teacher_label: str, qat_cfg, train_split
         seconds = result["seconds"]
         atomic_write_json(path.with_suffix(".json"), {"seconds": seconds})
     qat_top1 = evaluate(qm, monitor, norm, cpu)["top1"]
-    selected = "qat" if qat_top1 >= ptq_top1 else "ptq"
-    if selected == "ptq":
-        qm.load_state_dict(ptq_state)
+    selected = keep_better(qm, ptq_state, ptq_top1, qat_top1)
     _log(
         f"QAT-KD ({teacher_label}): {100 * qat_top1:.2f}% on the monitoring images, calibration alone "
         f"{100 * ptq_top1:.2f}%: keeping the {selected} weights"

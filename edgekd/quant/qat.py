@@ -85,3 +85,13 @@ def quantization_aware_kd(
         num_workers=num_workers,
     )
     return train(setup, checkpoint_path=checkpoint_path, resume=resume, reporter=reporter, label="qat")
+
+
+def keep_better(qm: QuantizedModel, ptq_state: dict[str, Any], ptq_top1: float, qat_top1: float) -> str:
+    """The quantize stage's choice after QAT: ``"qat"`` unless QAT scored below calibration alone on
+    held-out images, in which case the calibrated weights ``ptq_state`` go back into ``qm`` (a short
+    QAT can end on a noisy last epoch) and the answer is ``"ptq"``."""
+    if qat_top1 < ptq_top1:
+        qm.load_state_dict(ptq_state)
+        return "ptq"
+    return "qat"

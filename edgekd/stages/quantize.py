@@ -34,7 +34,7 @@ from edgekd.models.checkpoint import load_model_file
 from edgekd.pipeline import Stage, StageContext, StageResult, register_stage
 from edgekd.quant import prepare_int8
 from edgekd.quant.checkpoint import save_int8
-from edgekd.quant.qat import qat_config, quantization_aware_kd
+from edgekd.quant.qat import keep_better, qat_config, quantization_aware_kd
 from edgekd.quant.sensitivity import layer_sensitivity, mixed_precision
 from edgekd.stages.common import checked_teacher, normalization_from_teacher_json
 
@@ -160,16 +160,12 @@ class QuantizeStage(Stage):
             )
             qat_top1 = evaluate(qm, data.val, norm, device)["top1"]
             metrics["qat_val_top1"] = qat_top1
-            # a short QAT can end below plain calibration (a noisy last epoch): keep the better one
-            if qat_top1 < ptq_top1:
-                qm.load_state_dict(ptq_state)
-                metrics["selected"] = "ptq"
+            metrics["selected"] = keep_better(qm, ptq_state, ptq_top1, qat_top1)
+            if metrics["selected"] == "ptq":
                 ctx.reporter.warn(
                     f"quantize: QAT ended at {100 * qat_top1:.2f}% top-1, below calibration alone "
                     f"({100 * ptq_top1:.2f}%); keeping the calibrated (PTQ) weights"
                 )
-            else:
-                metrics["selected"] = "qat"
         else:
             metrics["selected"] = "ptq"
         int8_top1 = evaluate(qm, data.val, norm, device)["top1"]
