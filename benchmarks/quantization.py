@@ -179,7 +179,17 @@ def accuracy_part(args, arch: str, work: Path) -> dict:
     )
     out["qat"].update(
         cached_qat(
-            qm, model, qat_path, "FP32 model as the teacher", qat_cfg, data.train, monitor, norm, augment, args.seed
+            qm,
+            model,
+            qat_path,
+            "FP32 model as the teacher",
+            qat_cfg,
+            data.train,
+            monitor,
+            norm,
+            augment,
+            args.seed,
+            model,
         )
     )
     qm.eval()
@@ -208,32 +218,45 @@ def accuracy_part(args, arch: str, work: Path) -> dict:
         k: model_size(p)["bytes"]
         for k, p in (("fp32", fp32_onnx), ("ort_ptq", ort_ptq), ("cpu", cpu_path), ("trt", trt_path))
     }
+    variants = {}
     if args.qat_teacher and arch == args.arch:
-        out["qat_original_teacher"] = qat_from_teacher(
-            args,
-            arch,
-            work,
+        # Polino et al.'s setting: the large model teaches the quantized small one
+        loaded = load_model_file(args.qat_teacher)
+        teacher = loaded.model.eval()
+        tag = f"{(loaded.arch or {}).get('name', 'teacher')}_{sha256_file(args.qat_teacher)[:8]}"
+        variants["qat_original_teacher"] = (teacher, tag, f"the original teacher {tag}", qat_cfg)
+    if args.qat_feature and arch == args.arch:
+        feature_cfg = qat_config(cfg, epochs=args.qat_epochs, feature_method=args.qat_feature)
+        variants["qat_feature"] = (
             model,
-            chosen["method"],
-            qat_cfg,
-            data,
-            monitor,
-            norm,
-            augment,
-            calib_batches,
-            test_x,
-            top1,
+            args.qat_feature,
+            f"FP32 model as the teacher, + {args.qat_feature}",
+            feature_cfg,
         )
-        out["qat_original_teacher"]["agree_fake_quant_vs_cpu"] = agree(
-            out["qat_original_teacher"].pop("fake_quant_logits"), out["qat_original_teacher"].pop("cpu_logits")
+    for key, (teacher, tag, label, variant_cfg) in variants.items():
+        v = qat_variant(
+            args, arch, work, model, chosen["method"], variant_cfg, teacher, tag, label, data, monitor, norm, augment,
+            calib_batches, test_x, top1,
+        )  # fmt: skip
+        fq, cpu = v.pop("fake_quant_logits"), v.pop("cpu_logits")
+        v.update(
+            tag=tag,
+            methods=[m.model_dump() for m in variant_cfg.methods],
+            agree_fake_quant_vs_cpu=agree(fq, cpu),
+            vs_ort_ptq=paired_comparison(cpu, logits["ort_ptq"], test_y),
         )
+        if key == "qat_original_teacher":
+            v.update(teacher=tag, teacher_top1=top1(_torch_logits(teacher, test_x)))
+        out[key] = v
     out["test_images"] = int(len(test_y))
     out["calib_images"] = int(len(calib_x))
     _log(f"accuracy: {json.dumps(out['onnx_top1'])}, parity {json.dumps(out['parity'])}")
     return out
 
 
-def cached_qat(qm, teacher, path: Path, teacher_label: str, qat_cfg, train_split, monitor, norm, augment, seed):
+def cached_qat(
+    qm, teacher, path: Path, teacher_label: str, qat_cfg, train_split, monitor, norm, augment, seed, fp32_model
+):
     """QAT-KD of ``qm`` from ``teacher`` (cached at ``path``), then the quantize stage's choice: the
     QAT weights unless they score below calibration alone on the held-out monitoring images."""
     cpu = torch.device("cpu")
@@ -257,6 +280,7 @@ def cached_qat(qm, teacher, path: Path, teacher_label: str, qat_cfg, train_split
             augment=augment,
             checkpoint_path=path.with_suffix(".last.ckpt"),
             resume=False,
+            fp32_model=fp32_model,
         )
         torch.save(qm.state_dict(), path)
         seconds = result["seconds"]
@@ -270,30 +294,24 @@ def cached_qat(qm, teacher, path: Path, teacher_label: str, qat_cfg, train_split
     return {"seconds": seconds, "monitor_top1_ptq": ptq_top1, "monitor_top1_qat": qat_top1, "selected": selected}
 
 
-def qat_from_teacher(
-    args, arch, work, model, calibrator, qat_cfg, data, monitor, norm, augment, calib_batches, test_x, top1
-) -> dict:
-    """QAT-KD from the original teacher (``--qat-teacher``, Polino et al.'s setting: the large model
-    teaches the quantized small one) instead of the FP32 student, from the same calibration."""
-    loaded = load_model_file(args.qat_teacher)
-    teacher = loaded.model.eval()
-    tag = f"{(loaded.arch or {}).get('name', 'teacher')}_{sha256_file(args.qat_teacher)[:8]}"
+def qat_variant(
+    args, arch, work, model, calibrator, qat_cfg, teacher, tag, label, data, monitor, norm, augment, calib_batches,
+    test_x, top1,
+) -> dict:  # fmt: skip
+    """One more QAT-KD of the FP32 ``model`` (from ``teacher``, with ``qat_cfg``), from the same
+    calibration as the default one; its files carry ``tag``. Top-1 of fake quant and cpu flavour."""
     qm = prepare_int8(model)
     qm.calibrate(calib_batches, calibrator)
     path = (
         work / f"qat_{arch}_{args.train_samples}_{args.epochs}_{qat_cfg.epochs}_lr{qat_cfg.lr:g}_{calibrator}_{tag}.pt"
     )
-    selection = cached_qat(
-        qm, teacher, path, f"the original teacher {tag}", qat_cfg, data.train, monitor, norm, augment, args.seed
-    )
+    selection = cached_qat(qm, teacher, path, label, qat_cfg, data.train, monitor, norm, augment, args.seed, model)
     qm.eval()
     fq = _torch_logits(qm, test_x)
-    trt_path, cpu_path = work / "model_int8_qat_teacher.onnx", work / "model_int8_cpu_qat_teacher.onnx"
+    trt_path, cpu_path = work / f"model_int8_qat_{tag}.onnx", work / f"model_int8_cpu_qat_{tag}.onnx"
     export_int8(qm, trt_path, cpu_path, input_shape=(3, 32, 32))
     cpu = _ort_logits(cpu_path, test_x)
     return {
-        "teacher": tag,
-        "teacher_top1": top1(_torch_logits(teacher, test_x)),
         **selection,
         "fake_quant_top1": top1(fq),
         "cpu_top1": top1(cpu),
@@ -431,6 +449,21 @@ def markdown(res: dict) -> str:
                 ),
                 (f"INT8 QAT-KD from the original teacher ({qt['teacher']}), cpu flavour, ORT", qt["cpu_top1"], None),
             ]
+        qf = a.get("qat_feature")
+        if qf:
+            f = qf["methods"][-1]
+            rows += [
+                (
+                    f"INT8 QAT-KD + {f['name']} feature KD (weight {f['weight']:g}), PyTorch fake quant",
+                    qf["fake_quant_top1"],
+                    None,
+                ),
+                (
+                    f"INT8 QAT-KD + {f['name']} feature KD (weight {f['weight']:g}), cpu flavour, ORT",
+                    qf["cpu_top1"],
+                    None,
+                ),
+            ]
         for name, v, key in rows:
             size = f"{a['sizes'][key] / 1024:.1f}" if key else ""
             lines.append(f"| {name} | {100 * v:.2f} | {100 * (v - fp):+.2f} | {size} |")
@@ -449,6 +482,16 @@ def markdown(res: dict) -> str:
                 f"The original teacher ({qt['teacher']}) scores {100 * qt['teacher_top1']:.2f}% on the same test "
                 f"images; its QAT-KD ran the same epochs, learning rate and calibration as the default one; "
                 f"fake quant vs cpu flavour agree on {100 * qt['agree_fake_quant_vs_cpu']:.2f}%." + _selection_note(qt),
+                "",
+            ]
+        if qf:
+            pc = qf["vs_ort_ptq"]
+            lines += [
+                f"QAT-KD + {qf['methods'][-1]['name']}: the same epochs, learning rate, calibration and KD as the "
+                "default one, plus the feature term at its reference weight on the stage outputs; fake quant vs "
+                f"cpu flavour agree on {100 * qf['agree_fake_quant_vs_cpu']:.2f}%. Against ORT quantize_static, "
+                f"image by image: {pc['a_only']} vs {pc['b_only']} right by one only (McNemar p = {pc['p_value']:.2f})."
+                + _selection_note(qf),
                 "",
             ]
     if res.get("also"):
@@ -583,6 +626,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads for training (ORT timing always uses 2)")
     parser.add_argument(
         "--also", nargs="*", default=[], help="more students, measured like --arch (reported, not gated)"
+    )
+    parser.add_argument(
+        "--qat-feature",
+        default=None,
+        help="also run QAT-KD with this feature method added (edgekd's quantize.feature_method), e.g. at",
     )
     parser.add_argument(
         "--qat-teacher",

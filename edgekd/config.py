@@ -393,11 +393,27 @@ class QuantizeConfig(_Strict):
     ce_weight: float = Field(0.1, ge=0.0)
     kd_weight: float = Field(0.9, ge=0.0)
     temperature: float = Field(4.0, gt=0.0)
+    # Feature KD during QAT as well (Polino et al. distil logits only): a method of
+    # edgekd.distill.methods that reads features (at, fitnet, sp, nst, fsp, pkt, rkd, cc, crd).
+    feature_method: str | None = None
+    feature_weight: float | None = Field(None, ge=0.0)  # None: the method's reference weight
     sensitivity: bool = True  # per-layer sensitivity analysis (top-1 drop of quantizing each layer alone)
     sensitivity_samples: int = Field(2000, ge=1)  # validation images it uses
     max_drop: float | None = Field(1.0, ge=0.0)  # top-1 points; keep sensitive layers in float until within
     parity_min_agreement: float = Field(0.99, ge=0.0, le=1.0)  # fake quant vs ONNX Runtime, validation split
     flavour_min_agreement: float = Field(0.995, ge=0.0, le=1.0)  # TensorRT flavour vs CPU flavour
+
+    @field_validator("feature_method")
+    @classmethod
+    def _feature_method(cls, name: str | None) -> str | None:
+        from edgekd.distill.methods import method_class, method_names
+
+        if name is None:
+            return None
+        features = [n for n in method_names() if set(method_class(n).taps) - {"logits"}]
+        if name not in features:
+            raise ValueError(f"{name!r} is not a feature distillation method; choose one of {', '.join(features)}")
+        return name
 
 
 class RunConfig(_Strict):

@@ -118,6 +118,33 @@ def test_the_quantized_copy_of_a_frozen_model_trains():
     assert not any(p.requires_grad for p in model.parameters())
 
 
+@pytest.mark.parametrize("arch", ["resnet8", "mobilenetv2", "cnn_small"])
+def test_feature_taps_of_the_quantized_model_are_the_fp32_stages(arch):
+    """Feature KD during QAT reads each stage of the quantized model where the FP32 model's stage
+    ends: same shapes, and after calibration on the batch the same values up to INT8 rounding (a
+    MobileNetV2's last module at a resolution is an expansion conv, not the block output)."""
+    from edgekd.config import TapsConfig
+    from edgekd.distill.taps import TapCollector
+    from edgekd.quant.qat import qat_taps
+
+    torch.manual_seed(0)
+    channels = 1 if arch == "cnn_small" else 3
+    model = create_model(arch, num_classes=10, in_channels=channels)
+    x = torch.randn(16, channels, *((8, 8) if arch == "cnn_small" else (32, 32)))
+    with torch.no_grad():  # BatchNorm statistics of the data, as a trained model has
+        model.train()(x)
+    model.eval()
+    qm = prepare_int8(model)
+    qm.calibrate([x], "max")
+    taps = qat_taps(qm, model, TapsConfig(), x[:2], "student")
+    fp32 = TapCollector(model, {"stages"}, None, x[:2]).probe(x)["stages"]
+    quant = TapCollector(qm, {"stages"}, taps, x[:2], label="student").probe(x)["stages"]
+    assert len(quant) == len(fp32) >= 3
+    for q, f in zip(quant, fp32, strict=True):
+        assert q.shape == f.shape
+        assert float((q - f).norm() / f.norm()) < 0.1
+
+
 def test_fake_quant_grids():
     q = ActQuant("a")
     q.amax.fill_(1.27)

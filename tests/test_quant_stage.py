@@ -115,3 +115,22 @@ def test_qat_that_ends_below_calibration_keeps_the_calibrated_weights(tmp_path, 
     assert m["qat_val_top1"] < m["ptq_val_top1"]
     assert m["selected"] == "ptq" and m["val_top1"] == m["ptq_val_top1"]
     assert "keeping the calibrated (PTQ) weights" in result.output
+
+
+def test_qat_with_feature_kd(tmp_path, cli, digits_teacher):
+    """quantize.feature_method adds a feature term to QAT-KD, read at the quantized model's stages."""
+    out = tmp_path / "run"
+    result = cli(
+        "compress", "--teacher", digits_teacher, "--student", "cnn_small", "--epochs", "2", "--out", out,
+        "--no-quantize", "--quiet", *FAST,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    result = cli("quantize", out, "--set", "quantize.feature_method=kd", "--quiet")
+    assert result.exit_code == 2
+    assert "'kd' is not a feature distillation method; choose one of at," in result.output
+    result = cli("quantize", out, "--mode", "qat", "--epochs", "1", "--set", "quantize.feature_method=at", "--quiet")
+    assert result.exit_code == 0, result.output
+    m = json.loads((out / "quantize" / "metrics.json").read_text())
+    assert [(x["name"], x["weight"]) for x in m["qat_methods"]] == [("kd", 0.9), ("at", 1000.0)]
+    terms = m["qat_history"][0]["train_loss"]
+    assert {"ce", "kd", "at"} <= set(terms) and terms["at"] > 0

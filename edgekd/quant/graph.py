@@ -80,6 +80,32 @@ class QuantizedModel(nn.Module):
         for name, point in self.points.items():
             point.enabled = layer is not None and layer in self.consumers.get(name, [])
 
+    def output_tap(self, path: str) -> str:
+        """Where this model holds the output of the float model's module ``path`` (a stage such as
+        ``layer1`` or ``blocks.1``), for feature KD during QAT: the quantizer on the last node traced
+        inside that module, as a module path of this model (``gm.edgekd_actq_10``). The traced graph
+        calls no block modules, so a stage tap of the float model has no module of its own here."""
+        last = None
+        for node in self.gm.graph.nodes:
+            stack = node.meta.get("nn_module_stack") or {}
+            scopes = set(stack) | {v[0] for v in stack.values() if isinstance(v, tuple) and v}
+            if path in scopes or (node.op == "call_module" and node.target == path):
+                last = node
+        if last is None:
+            raise EdgekdError(
+                f"the quantized model has no trace of module {path!r}; name its stages with "
+                "distill.taps.student.stages or set quantize.feature_method to null"
+            )
+        for user in last.users:
+            if user.op == "call_module" and isinstance(self.gm.get_submodule(user.target), ActQuant):
+                return f"gm.{user.target}"
+        if last.op == "call_module":
+            return f"gm.{last.target}"
+        raise EdgekdError(
+            f"module {path!r} ends in {last.name}, which the quantized model neither quantizes nor calls as a "
+            "module; name other stages with distill.taps.student.stages or set quantize.feature_method to null"
+        )
+
     def scale_table(self) -> dict[str, dict]:
         """Everything the export needs: per point amax and scale; per layer its per-channel weight scales."""
         from edgekd.quant.fakequant import weight_amax

@@ -30,11 +30,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from edgekd.config import DistillConfig, MethodConfig
+from edgekd.config import DistillConfig, MethodConfig, TapsConfig, TapSites
 from edgekd.console import Reporter
 from edgekd.data import Normalization, Split
-from edgekd.distill.methods import build_method
-from edgekd.distill.trainer import TrainSetup, train
+from edgekd.distill.methods import build_method, method_class
+from edgekd.distill.taps import _override, plan_taps
+from edgekd.distill.trainer import TrainSetup, example_batch, train
 from edgekd.quant.graph import QuantizedModel
 
 
@@ -46,8 +47,15 @@ def qat_config(
     ce_weight: float = 0.1,
     kd_weight: float = 0.9,
     temperature: float = 4.0,
+    feature_method: str | None = None,
+    feature_weight: float | None = None,
 ) -> DistillConfig:
-    """The distill settings, shortened: ``epochs`` (default ~10% of distill, >= 1), ``lr`` (default 1%)."""
+    """The distill settings, shortened: ``epochs`` (default ~10% of distill, >= 1), ``lr`` (default 1%);
+    the loss CE + KD, plus ``feature_method`` (at its reference weight unless ``feature_weight``)."""
+    methods = [MethodConfig(name="kd", weight=kd_weight, params={"T": temperature})]
+    if feature_method is not None:
+        weight = method_class(feature_method).default_weight if feature_weight is None else feature_weight
+        methods.append(MethodConfig(name=feature_method, weight=weight))
     return distill.model_copy(
         update={
             "epochs": int(epochs if epochs is not None else max(1, round(0.1 * distill.epochs))),
@@ -55,9 +63,30 @@ def qat_config(
             "warmup_epochs": 0,
             "schedule": "cosine",
             "ce_weight": ce_weight,
-            "methods": [MethodConfig(name="kd", weight=kd_weight, params={"T": temperature})],
+            "methods": methods,
             "baseline": False,
         }
+    )
+
+
+def qat_taps(
+    qm: QuantizedModel,
+    fp32_model: nn.Module,
+    taps: TapsConfig,
+    example: torch.Tensor,
+    teacher_label: str,
+    stages: bool = True,
+) -> TapsConfig:
+    """Where feature KD reads the two models during QAT. The quantized model's stages are the
+    quantizers on the outputs of the FP32 model's stages (found as in distillation, or named in
+    ``distill.taps.student``): its traced graph has no block modules to hook. The teacher keeps the
+    taps configured for it under ``teacher_label`` (``student`` when the FP32 student teaches)."""
+    plan = plan_taps(fp32_model, {"stages"}, taps, example, "student") if stages else None
+    return TapsConfig(
+        student=TapSites(stages=[qm.output_tap(site.path) for site in plan.stages] if plan else None),
+        teacher=TapSites(
+            stages=_override(taps, "stages", teacher_label), embedding=_override(taps, "embedding", teacher_label)
+        ),
     )
 
 
@@ -76,9 +105,21 @@ def quantization_aware_kd(
     checkpoint_path: Path | None = None,
     resume: bool = False,
     reporter: Reporter | None = None,
+    fp32_model: nn.Module | None = None,
+    teacher_label: str = "student",
 ) -> dict[str, Any]:
-    """Fine-tune ``qm`` in place with CE + KD from ``teacher``; the trainer's result dict."""
+    """Fine-tune ``qm`` in place with CE + KD (and any feature method of ``config``) from ``teacher``;
+    the trainer's result dict. Feature methods need ``fp32_model``, the model ``qm`` was prepared
+    from, to find the stages (:func:`qat_taps`)."""
     methods = [(build_method(m.name, m.params), m.weight) for m in config.methods]
+    needed = {t for m, _ in methods for t in m.taps}
+    if needed - {"logits", "index"}:
+        if fp32_model is None:
+            raise ValueError("feature KD during QAT needs fp32_model, the model qm was prepared from")
+        device_of = next(fp32_model.parameters()).device
+        example = example_batch(train_split, normalization, device_of)
+        taps = qat_taps(qm, fp32_model, config.taps, example, teacher_label, "stages" in needed)
+        config = config.model_copy(update={"taps": taps})
     setup = TrainSetup(
         student=qm,
         train=train_split,

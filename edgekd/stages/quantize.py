@@ -129,12 +129,15 @@ class QuantizeStage(Stage):
                 ce_weight=q.ce_weight,
                 kd_weight=q.kd_weight,
                 temperature=q.temperature,
+                feature_method=q.feature_method,
+                feature_weight=q.feature_weight,
             )
             kd_teacher = teacher.model if q.teacher == "teacher" else copy.deepcopy(student)
             ptq_state = copy.deepcopy(qm.state_dict())
             ctx.reporter.info(
                 f"quantize: QAT-KD {qcfg.epochs} epoch(s) at lr {qcfg.lr:g}, teacher: the FP32 "
                 f"{'teacher' if q.teacher == 'teacher' else 'student'}"
+                + (f", with {q.feature_method} feature KD" if q.feature_method else "")
             )
             result = quantization_aware_kd(
                 qm,
@@ -150,11 +153,14 @@ class QuantizeStage(Stage):
                 checkpoint_path=ctx.dir / "last.ckpt",
                 resume=ctx.resume,
                 reporter=ctx.reporter,
+                fp32_model=student,
+                teacher_label=q.teacher,
             )
             metrics.update(
                 qat_epochs=qcfg.epochs,
                 qat_lr=qcfg.lr,
                 qat_teacher=q.teacher,
+                qat_methods=[m.model_dump() for m in qcfg.methods],
                 qat_seconds=result["seconds"],
                 qat_history=result["history"],
             )
