@@ -185,7 +185,8 @@ def _overrides(pairs: dict[str, Any], sets: list[str] | None) -> dict[str, Any]:
     return out
 
 
-def _emit_summary(run, as_json: bool) -> None:
+def _emit_summary(run, as_json: bool, quiet: bool = False) -> None:
+    """The bench table and where the run is (nothing with --quiet), or the JSON summary."""
     manifest = run.manifest
     if as_json:
         summary = {
@@ -199,6 +200,8 @@ def _emit_summary(run, as_json: bool) -> None:
         }
         print(json.dumps(summary, indent=2, default=str))
         return
+    if quiet:
+        return
     results_md = run.path / "bench" / "results.md"
     if results_md.is_file():
         stdout.print(results_md.read_text())
@@ -209,18 +212,26 @@ def _run_pipeline(
     run, config: RunConfig, stages: list[str], resume: bool, reporter: Reporter, prepare: Callable[[], None]
 ) -> None:
     """Check the stages' settings, then ``prepare`` the run directory (config, manifest), then run.
-    Nothing is written when a check fails; the report is rebuilt whatever happens after that."""
+    Nothing is written when a check fails; the report is rebuilt whatever happens after that. Warns
+    when later stages now hold results of the earlier inputs (a stage rerun alone)."""
     from edgekd.pipeline import Runner
     from edgekd.report import write_report
 
     runner = Runner(run, config, reporter)
     runner.check(stages)
     prepare()
+    stale: list[str] = []
     try:
         runner.run_stages(stages, resume=resume)
     finally:
         if run.manifest and run.path.is_dir():
-            write_report(run, stale=runner.stale_stages())
+            stale = runner.stale_stages()
+            write_report(run, stale=stale)
+    if stale:
+        reporter.warn(
+            f"out of date: {', '.join(stale)} ran on earlier inputs (a stage before it was rerun); "
+            f"refresh with `edgekd compress --out {run.path} --resume`"
+        )
 
 
 def _default_run_dir(base: str, resume: bool) -> Path:
@@ -407,7 +418,7 @@ def compress(
         # The search runs only without --student (and with search.enabled).
         stages = [s for s in registered_stages() if s in COMPRESS_STAGES and (s != "search" or search_active(cfg))]
         _run_pipeline(run, cfg, stages, resume, reporter, prepare)
-        _emit_summary(run, as_json)
+        _emit_summary(run, as_json, quiet)
         from edgekd.bench.gates import raise_if_failed  # a failed bench gate exits 1 (issue 6)
 
         raise_if_failed(out)
@@ -437,7 +448,7 @@ def _stage_command(
     try:
         run.load_manifest()
         _run_pipeline(run, cfg, [stage], resume, reporter, lambda: run.write_config(cfg))
-        _emit_summary(run, as_json)
+        _emit_summary(run, as_json, quiet)
     finally:
         run.unlock()
 

@@ -130,6 +130,9 @@ def test_qat_with_feature_kd(tmp_path, cli, digits_teacher):
     assert "'kd' is not a feature distillation method; choose one of at," in result.output
     result = cli("quantize", out, "--mode", "qat", "--epochs", "1", "--set", "quantize.feature_method=at", "--quiet")
     assert result.exit_code == 0, result.output
+    # --quiet prints no table; the export made before this quantize is now out of date, and it says so
+    assert "| model |" not in result.output and "report:" not in result.output
+    assert "out of date: export ran on earlier inputs" in " ".join(result.output.split())
     m = json.loads((out / "quantize" / "metrics.json").read_text())
     assert [(x["name"], x["weight"]) for x in m["qat_methods"]] == [("kd", 0.9), ("at", 1000.0)]
     terms = m["qat_history"][0]["train_loss"]
