@@ -4,6 +4,8 @@ the INT8 artifacts, metrics, parity, TensorRT rules, bench rows and report are a
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -35,6 +37,24 @@ def int8_run(tmp_path_factory, cli, digits_teacher):
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     return out
+
+
+@pytest.fixture(scope="module")
+def fp32_only_run(tmp_path_factory, cli, digits_teacher):
+    """A finished digits run made with --no-quantize (FP32 exports only)."""
+    out = tmp_path_factory.mktemp("fp32") / "run"
+    result = cli(
+        "compress", "--teacher", digits_teacher, "--student", "cnn_small", "--epochs", "2", "--out", out,
+        "--no-quantize", "--quiet", *FAST,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.fixture
+def fp32_run(fp32_only_run, tmp_path):
+    """A copy of ``fp32_only_run`` of the test's own, to rerun stages in."""
+    return Path(shutil.copytree(fp32_only_run, tmp_path / "run"))
 
 
 def test_quantize_stage_outputs_and_metrics(int8_run):
@@ -80,13 +100,8 @@ def test_bench_and_report_show_int8_beside_fp32(int8_run):
     assert "## INT8" in report and "model_int8_cpu.onnx" in report and "onnx-int8" in report
 
 
-def test_no_quantize_keeps_fp32(tmp_path, cli, digits_teacher):
-    out = tmp_path / "run"
-    result = cli(
-        "compress", "--teacher", digits_teacher, "--student", "cnn_small", "--epochs", "1", "--out", out,
-        "--no-quantize", "--quiet", *FAST,
-    )  # fmt: skip
-    assert result.exit_code == 0, result.output
+def test_no_quantize_keeps_fp32(fp32_run, cli):
+    out = fp32_run
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["stages"]["quantize"]["metrics"]["mode"] == "off"
     assert not (out / "export" / "model_int8.onnx").exists()
@@ -99,13 +114,8 @@ def test_no_quantize_keeps_fp32(tmp_path, cli, digits_teacher):
     assert m["mode"] == "ptq" and m["calibrator"] == "percentile" and "qat_epochs" not in m
 
 
-def test_qat_that_ends_below_calibration_keeps_the_calibrated_weights(tmp_path, cli, digits_teacher):
-    out = tmp_path / "run"
-    result = cli(
-        "compress", "--teacher", digits_teacher, "--student", "cnn_small", "--epochs", "2", "--out", out,
-        "--no-quantize", "--quiet", *FAST,
-    )  # fmt: skip
-    assert result.exit_code == 0, result.output
+def test_qat_that_ends_below_calibration_keeps_the_calibrated_weights(fp32_run, cli):
+    out = fp32_run
     # a learning rate of 50 wrecks the fake-quant weights in one epoch: QAT must lose to calibration
     result = cli(
         "quantize", out, "--mode", "qat", "--epochs", "1", "--max-drop", "100", "--set", "quantize.lr=50", "--quiet"
@@ -117,14 +127,9 @@ def test_qat_that_ends_below_calibration_keeps_the_calibrated_weights(tmp_path, 
     assert "keeping the calibrated (PTQ) weights" in result.output
 
 
-def test_qat_with_feature_kd(tmp_path, cli, digits_teacher):
+def test_qat_with_feature_kd(fp32_run, cli):
     """quantize.feature_method adds a feature term to QAT-KD, read at the quantized model's stages."""
-    out = tmp_path / "run"
-    result = cli(
-        "compress", "--teacher", digits_teacher, "--student", "cnn_small", "--epochs", "2", "--out", out,
-        "--no-quantize", "--quiet", *FAST,
-    )  # fmt: skip
-    assert result.exit_code == 0, result.output
+    out = fp32_run
     result = cli("quantize", out, "--set", "quantize.feature_method=kd", "--quiet")
     assert result.exit_code == 2
     assert "'kd' is not a feature distillation method; choose one of at," in result.output
