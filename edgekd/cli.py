@@ -722,7 +722,10 @@ def quantize(
     as_json: JsonOpt = False,
 ) -> None:
     """(Re)run the quantize stage: INT8 by quantization-aware distillation (or PTQ), with a
-    per-layer sensitivity analysis and mixed precision within --max-drop."""
+    per-layer sensitivity analysis and mixed precision within --max-drop. QAT distils with CE + KD;
+    `--set quantize.feature_method=at` adds a feature method (at, fitnet, sp, ...) at its reference
+    weight. Later stages (export, bench, package) keep their old results until
+    `edgekd compress --out RUN_DIR --resume` reruns them."""
     overrides = _overrides(
         {
             "quantize.enabled": True,
