@@ -206,7 +206,7 @@ def find_taps(model: nn.Module, example: torch.Tensor) -> TapPlan:
 
 
 # ---- overrides ------------------------------------------------------------------------------
-def _override(overrides: Any, key: str, label: str) -> Any:
+def tap_override(overrides: Any, key: str, label: str) -> Any:
     """``overrides`` is a mapping or an object with attributes (the config's ``TapsConfig``); a
     ``student``/``teacher`` sub-section named by ``label`` wins over the top level."""
 
@@ -248,7 +248,7 @@ def plan_taps(
             "cannot be read; use a logit method (kd, dkd) or load the model as a checkpoint with its arch"
         )
     plan = TapPlan()
-    stages, embedding = _override(overrides, "stages", label), _override(overrides, "embedding", label)
+    stages, embedding = tap_override(overrides, "stages", label), tap_override(overrides, "embedding", label)
     if stages is not None:
         for path in stages:
             _check_path(model, path, f"distill.taps.stages ({label})")

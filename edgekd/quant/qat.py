@@ -34,7 +34,7 @@ from edgekd.config import DistillConfig, MethodConfig, TapsConfig, TapSites
 from edgekd.console import Reporter
 from edgekd.data import Normalization, Split
 from edgekd.distill.methods import build_method, method_class
-from edgekd.distill.taps import _override, plan_taps
+from edgekd.distill.taps import plan_taps, tap_override
 from edgekd.distill.trainer import TrainSetup, example_batch, train
 from edgekd.quant.graph import QuantizedModel
 
@@ -85,7 +85,7 @@ def qat_taps(
     return TapsConfig(
         student=TapSites(stages=[qm.output_tap(site.path) for site in plan.stages] if plan else None),
         teacher=TapSites(
-            stages=_override(taps, "stages", teacher_label), embedding=_override(taps, "embedding", teacher_label)
+            stages=tap_override(taps, "stages", teacher_label), embedding=tap_override(taps, "embedding", teacher_label)
         ),
     )
 
