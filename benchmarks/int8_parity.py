@@ -10,11 +10,12 @@ fused integer kernels QLinearConv / QLinearAdd that the cpu flavour gets) and wi
 arithmetic, as the TensorRT flavour runs on a CPU). Both outputs are compared with the exact
 result, computed in float64 and rounded half to even.
 
-Part 2 (depth): the FP32 model that ``benchmarks/quantization.py`` trained for ``--arch`` (cached
-under benchmarks/work/quantization/) is calibrated as there (entropy, 512 training images), both
-flavours are exported, and at every quantization point the integers of the float32 fake-quant
-model and of each flavour are compared with those of the same fake-quant model run in float64 (the
-integer arithmetic without float32 rounding) on ``--images`` test images.
+Part 2 (depth): the FP32 model that ``benchmarks/quantization.py --train-samples 10000 --epochs 10``
+(its earlier budget) trained for ``--arch`` (cached under benchmarks/work/quantization/) is
+calibrated as there (entropy, 512 training images), both flavours are exported, and at every
+quantization point the integers of the float32 fake-quant model and of each flavour are compared
+with those of the same fake-quant model run in float64 (the integer arithmetic without float32
+rounding) on ``--images`` test images.
 
 Writes ``benchmarks/results/int8_parity.md`` and ``.json``.
 """
@@ -176,7 +177,10 @@ def depth_part(args) -> dict:
     norm = compute_normalization(data.train)
     fp32_path = ROOT / "benchmarks" / "work" / "quantization" / args.arch / f"fp32_{args.arch}_10000_10.pt"
     if not fp32_path.is_file():
-        raise SystemExit(f"{fp32_path} is missing; run benchmarks/quantization.py --also {args.arch} first")
+        raise SystemExit(
+            f"{fp32_path} is missing; run benchmarks/quantization.py --part accuracy --also {args.arch} "
+            "--train-samples 10000 --epochs 10 first"
+        )
     model = create_model(args.arch, num_classes=10, in_channels=3)
     model.load_state_dict(torch.load(fp32_path, weights_only=True))
     model.eval()
