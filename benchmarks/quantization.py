@@ -13,8 +13,8 @@ builds ONNX Runtime's ``quantize_static`` (QDQ, uint8 activations, int8 per-chan
 from the same BN-folded FP32 ONNX with the same calibration images. Top-1 of everything on the
 10,000 CIFAR-10 test images, and the parity between fake quant and ORT. ``--also`` runs the same for
 more students (reported, not gated: e.g. a MobileNetV2, whose depthwise convolutions are the usual
-hard case for per-tensor activation scales); ``--qat-teacher`` adds QAT-KD from the original teacher (edgekd's
-``--qat-teacher``; Polino et al.'s setting). Each student's files live in
+hard case for INT8, Krishnamoorthi 2018); ``--qat-teacher`` adds QAT-KD from the original teacher
+(edgekd's ``--qat-teacher``; Polino et al.'s setting). Each student's files live in
 ``benchmarks/work/quantization/<arch>/``.
 
 Latency part (rerun alone on a quiet machine): ONNX Runtime CPU, 2 threads, batch 1 and 32, every
