@@ -45,6 +45,7 @@ from edgekd.config import AugmentConfig, TeacherTrainConfig  # noqa: E402
 from edgekd.data import BatchIterator, augment_kwargs, compute_normalization, load_data  # noqa: E402
 from edgekd.data.splits import subset_indices, take  # noqa: E402
 from edgekd.distill.trainer import TrainSetup, evaluate, train  # noqa: E402
+from edgekd.export.cpu_encoding import host_isa  # noqa: E402
 from edgekd.export.int8_onnx import export_fp32_folded, export_int8  # noqa: E402
 from edgekd.export.trt_rules import check_trt_rules  # noqa: E402
 from edgekd.io import (  # noqa: E402
@@ -522,9 +523,9 @@ def markdown(res: dict) -> str:
             lines += [
                 f"### {label}",
                 "",
-                "| model | batch 1 p50 (ms) | x FP32 | x quantize_static "
+                "| model | host ISA | batch 1 p50 (ms) | x FP32 | x quantize_static "
                 "| batch 32 p50 (ms) | x FP32 | x quantize_static |",
-                "|---|---:|---:|---:|---:|---:|---:|",
+                "|---|---|---:|---:|---:|---:|---:|---:|",
             ]
             names = list(per["batch1"])
             for n in names:
@@ -537,7 +538,7 @@ def markdown(res: dict) -> str:
                         f"{v / r['FP32 (BN folded)']['p50_ms']:.2f}",
                         f"{v / r['ORT quantize_static']['p50_ms']:.2f}",
                     ]
-                lines.append(f"| {n} | " + " | ".join(cells) + " |")
+                lines.append(f"| {n} | {res.get('host_isa', '?')} | " + " | ".join(cells) + " |")
             lines.append("")
     gates = res.get("gates", {})
     if gates:
@@ -671,6 +672,7 @@ def main() -> None:
         res["latency"] = latency_part(args, work)
         loads.append(_load_avg())
     res["host"] = host_description()
+    res["host_isa"] = host_isa()  # the CPU flavour's encoding depends on it (edgekd/export/cpu_encoding.py)
     res["command"] = "python benchmarks/quantization.py " + " ".join(sys.argv[1:])
     commands = res.setdefault("commands", {})
     if args.part == "all":

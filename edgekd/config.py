@@ -401,6 +401,9 @@ class QuantizeConfig(_Strict):
     sensitivity_samples: int = Field(2000, ge=1)  # validation images it uses
     max_drop: float | None = Field(1.0, ge=0.0)  # top-1 points; keep sensitive layers in float until within
     parity_min_agreement: float = Field(0.99, ge=0.0, le=1.0)  # fake quant vs ONNX Runtime, validation split
+    # 8: weights in [-127, 127]; 7: in [-63, 63] (ONNX Runtime's reduce_range), so U8S8 kernels are
+    # exact on x86 without VNNI; auto: 7 for a CPU target with such a CPU, else 8 (edgekd/export/cpu_encoding.py)
+    weight_bits: Literal["auto", 7, 8] = "auto"
     flavour_min_agreement: float = Field(0.995, ge=0.0, le=1.0)  # TensorRT flavour vs CPU flavour
 
     @field_validator("feature_method")

@@ -57,6 +57,7 @@ def build_report(run: RunDir, stale: list[str] | None = None) -> str:
             f"{distill['epochs']} epochs"
         )
     out += ["", "## What came out", ""]
+    out += _stopped_lines(run, stages)
     if stale:
         out += [
             f"**Out of date:** {', '.join(stale)} ran on earlier inputs (an upstream stage was rerun since); "
@@ -65,7 +66,7 @@ def build_report(run: RunDir, stale: list[str] | None = None) -> str:
         ]
     if bench_md.is_file():
         out += [bench_md.read_text().rstrip(), ""]
-    else:
+    elif not any(rec.get("status") == "failed" for rec in stages.values()):
         out.append("No benchmark yet (run `edgekd bench` on this folder).\n")
     out += _bench_and_package_block(run, stages)
     if distill:
@@ -114,6 +115,18 @@ def _bench_and_package_block(run: RunDir, stages: dict[str, Any]) -> list[str]:
             f"Runtime; Docker base `{m.get('base_image')}`). See its MODEL_CARD.md.",
             "",
         ]
+    return out
+
+
+def _stopped_lines(run: RunDir, stages: dict[str, Any]) -> list[str]:
+    """Why the run stopped, when a stage failed: its error, and where its files were kept."""
+    out = []
+    for name, rec in stages.items():
+        if rec.get("status") != "failed":
+            continue
+        kept = run.path / f".{name}.partial"
+        where = f" Its files so far are kept in `{kept.name}/`." if kept.is_dir() and any(kept.iterdir()) else ""
+        out += [f"**The run stopped at stage {name}:** {rec.get('error') or 'no message recorded'}.{where}", ""]
     return out
 
 
@@ -215,6 +228,13 @@ def _int8_section(run: RunDir, stages: dict[str, Any]) -> list[str]:
             f"{100 * parity['student_int8_trt']['top1_agreement']:.2f}%, the two flavours "
             f"{100 * parity['int8_flavours']['top1_agreement']:.2f}%. Build a TensorRT engine on the target with "
             "`export/build_engine.sh`.",
+            "",
+        ]
+    encoding = (_read_json(export / "int8.json") or {}).get("cpu_encoding")
+    if encoding:
+        out += [
+            f"CPU flavour encoding: {encoding['name'].upper()}, chosen for {encoding['isa_description']} "
+            f"({encoding['isa_source']}): {encoding['reason']}.",
             "",
         ]
     return out

@@ -21,6 +21,7 @@ import torch
 from edgekd.bench.host import host_description, physical_cores
 from edgekd.bench.model_size import model_size
 from edgekd.errors import EdgekdError
+from edgekd.export.cpu_encoding import host_model_source
 from edgekd.export.ort_infer import fixed_batch, input_dtype, run_onnx
 
 __all__ = ["evaluate_accuracy", "host_description", "make_session", "measure_latency", "model_size"]
@@ -62,7 +63,7 @@ def make_session(
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # errors only; warnings about unused initializers are noise here
     try:
-        return ort.InferenceSession(str(path), sess_options=options, providers=_providers(providers))
+        return ort.InferenceSession(host_model_source(path), sess_options=options, providers=_providers(providers))
     except EdgekdError:
         raise
     except Exception as err:

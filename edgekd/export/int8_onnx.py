@@ -12,7 +12,7 @@ How the files are made (all from one scale table, :meth:`QuantizedModel.scale_ta
    ``QuantWeighted``), graph outputs get no Q/DQ. This is the
    TensorRT flavour (``model_int8.onnx``); ``trt_rules.check_trt_rules`` verifies it.
 3. The CPU flavour (``model_int8_cpu.onnx``) rewrites only how the same grid is stored, for ONNX
-   Runtime's u8s8 integer kernels (int8 activations ran slower than FP32 there: DESIGN.md):
+   Runtime's integer kernels (int8 activations ran slower than FP32 there: DESIGN.md):
    - an activation with scale s and zero point 0 in int8 is the same grid as uint8 with scale s and
      zero point 128 (clamp(round(x/s), -128, 127) + 128 == clamp(round(x/s) + 128, 0, 255));
    - a tensor that comes out of a ReLU is non-negative, so it is written as uint8 with zero point 0
@@ -20,7 +20,10 @@ How the files are made (all from one scale table, :meth:`QuantizedModel.scale_ta
      range differ: TensorRT clips them at 127 s, the CPU flavour at 255 s), and ONNX Runtime then
      fuses the ReLU into the quantization, as its own ``quantize_static`` output does;
    - each quantized Conv/Gemm bias becomes int32 with scale s_in * s_w (per channel) behind a
-     DequantizeLinear, which ONNX Runtime needs to turn DQ -> Conv -> Q into one QLinearConv.
+     DequantizeLinear, which ONNX Runtime needs to turn DQ -> Conv -> Q into one QLinearConv;
+   - the weights stay int8 (U8S8) or become uint8 + 128 with zero point 128 (U8U8, the same grid),
+     chosen by the instruction set of the CPU that runs the file: U8S8 saturates on x86 without
+     VNNI (``cpu_encoding.py``).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from edgekd.errors import EdgekdError
+from edgekd.export.cpu_encoding import apply_encoding, choose_encoding, host_isa, u8s8_pair_bound
 from edgekd.io import atomic_write
 from edgekd.quant.graph import QuantizedModel
 
@@ -214,8 +218,13 @@ def export_int8(
     *,
     input_shape: tuple[int, int, int],
     opset: int = 17,
+    cpu_isa: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Write the TensorRT flavour to ``trt_path`` and (unless None) the CPU flavour to ``cpu_path``."""
+    """Write the TensorRT flavour to ``trt_path`` and (unless None) the CPU flavour to ``cpu_path``.
+
+    ``cpu_isa`` is (instruction-set class, its source) of the CPU that will run the CPU flavour; it
+    decides how the flavour stores its weights (``cpu_encoding.choose_encoding``); None: this host.
+    """
     from edgekd.export.onnx_export import export_onnx
 
     if opset < 13:
@@ -247,8 +256,12 @@ def export_int8(
     }
     if cpu_path is not None:
         cpu = to_cpu_flavour(model)
+        isa, source = cpu_isa or (host_isa(), "this host's /proc/cpuinfo flags")
+        encoding = choose_encoding(isa, u8s8_pair_bound(cpu), isa_source=source)
+        cpu = apply_encoding(cpu, encoding.name)
         _save(cpu, Path(cpu_path))
         info["cpu"] = str(cpu_path)
+        info["cpu_encoding"] = encoding.as_dict()
         info["cpu_zero_point_0"] = sum(
             1
             for init in cpu.graph.initializer

@@ -15,6 +15,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+from edgekd.export.cpu_encoding import host_model_source
 from edgekd.export.ort_infer import run_onnx
 from edgekd.export.prepare import cpu_eval_copy
 
@@ -51,7 +52,8 @@ def check_parity(
     n = int(images.shape[0])
     error = None
     try:
-        session = ort.InferenceSession(str(onnx_path), providers=list(providers or ["CPUExecutionProvider"]))
+        providers = list(providers or ["CPUExecutionProvider"])
+        session = ort.InferenceSession(host_model_source(onnx_path), providers=providers)
         exported = run_onnx(session, images.numpy()).astype(np.float32)
     except Exception as err:  # an ONNX file that cannot run is a parity failure, reported, not raised
         exported = None

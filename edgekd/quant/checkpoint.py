@@ -1,7 +1,7 @@
 """``quantize/student_int8.pt``: the fake-quant student, saved as plain tensors and rebuilt on load.
 
     {"format": "edgekd.int8/1", "arch": {spec}, "input": {...}, "classes": [...],
-     "state_dict": {...}, "skipped": [layers kept in float], "metrics": {...}}
+     "state_dict": {...}, "skipped": [layers kept in float], "weight_bits": 8 or 7, "metrics": {...}}
 
 The file holds no code: loading rebuilds the student from its arch spec, folds and prepares it the
 same way (``prepare_int8`` is deterministic), and loads the folded weights and calibrated ranges
@@ -42,6 +42,7 @@ def save_int8(
             "classes": list(classes),
             "state_dict": state,
             "skipped": list(qm.skipped),
+            "weight_bits": qm.weight_bits,
             "metrics": metrics or {},
         },
     )
@@ -62,4 +63,5 @@ def load_int8(path: str | Path) -> tuple[QuantizedModel, dict[str, Any]]:
     qm = prepare_int8(model)
     qm.load_state_dict(data["state_dict"])
     qm.set_skipped(data.get("skipped", []))
+    qm.set_weight_bits(int(data.get("weight_bits", 8)))
     return qm.eval(), data

@@ -1,7 +1,10 @@
 """INT8 fake quantization: the numbers TensorRT's explicit quantization uses, simulated in float.
 
 - Activations: symmetric per tensor, scale = amax / 127, zero point 0, range [-128, 127].
-- Weights: symmetric per output channel (axis 0), scale = amax_c / 127, range [-127, 127].
+- Weights: symmetric per output channel (axis 0), scale = amax_c / 127, range [-127, 127]; with
+  7-bit weights (``quantize.weight_bits=7``) scale = amax_c / 63, range [-63, 63], the grid that
+  ONNX Runtime's ``reduce_range`` uses so U8S8 kernels cannot saturate on x86 without VNNI
+  (edgekd/export/cpu_encoding.py). Both are valid TensorRT INT8 weights.
 
 (REFERENCES.md, "Quantization for TensorRT".) Both use ``torch.fake_quantize_*`` so gradients pass
 straight through inside the range (the straight-through estimator QAT needs).
@@ -27,11 +30,11 @@ def weight_amax(weight: torch.Tensor) -> torch.Tensor:
     return weight.detach().abs().flatten(1).amax(dim=1).clamp_min(1e-8)
 
 
-def fake_quant_weight(weight: torch.Tensor) -> torch.Tensor:
-    """Symmetric per-channel INT8 fake quantization of a weight (scale from its current values)."""
-    scale = (weight_amax(weight) / 127.0).float()
+def fake_quant_weight(weight: torch.Tensor, qmax: int = 127) -> torch.Tensor:
+    """Symmetric per-channel fake quantization of a weight to [-qmax, qmax] (scale = amax_c / qmax)."""
+    scale = (weight_amax(weight) / qmax).float()
     zero = torch.zeros(scale.shape, dtype=torch.int32, device=weight.device)
-    return torch.fake_quantize_per_channel_affine(weight, scale, zero, 0, -127, 127)
+    return torch.fake_quantize_per_channel_affine(weight, scale, zero, 0, -qmax, qmax)
 
 
 class ActQuant(nn.Module):
@@ -87,18 +90,23 @@ class QuantWeighted(nn.Module):
         self.name = name
         self.enabled = True
         self.float_weights = False
+        self.weight_qmax = 127  # 63 for 7-bit weights
         self.input_point: tuple[ActQuant, ...] = ()  # a tuple, so that it is not a submodule
 
     def bias_scale(self) -> torch.Tensor | None:
         """s_in * s_w per output channel, the bias's int32 grid; None when the bias stays float."""
         if self.layer.bias is None or not self.enabled or not self.input_point or not self.input_point[0].enabled:
             return None
-        return self.input_point[0].scale * weight_amax(self.layer.weight) / 127.0
+        return self.input_point[0].scale * self.weight_scale()
+
+    def weight_scale(self) -> torch.Tensor:
+        """Per-output-channel weight scale, amax_c / qmax."""
+        return weight_amax(self.layer.weight) / self.weight_qmax
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w, b = self.layer.weight, self.layer.bias
         if self.enabled and not self.float_weights:
-            w = fake_quant_weight(w)
+            w = fake_quant_weight(w, self.weight_qmax)
             s_b = self.bias_scale()
             if s_b is not None:
                 b = b + (torch.round(b / s_b) * s_b - b).detach()

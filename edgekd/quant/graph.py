@@ -108,19 +108,30 @@ class QuantizedModel(nn.Module):
 
     def scale_table(self) -> dict[str, dict]:
         """Everything the export needs: per point amax and scale; per layer its per-channel weight scales."""
-        from edgekd.quant.fakequant import weight_amax
-
         return {
             "points": {
                 n: {"amax": float(p.amax), "scale": p.scale, "enabled": p.enabled, "non_negative": p.non_negative}
                 for n, p in self.points.items()
             },
             "layers": {
-                n: {"enabled": q.enabled, "weight_scale": (weight_amax(q.layer.weight) / 127.0).tolist()}
+                n: {"enabled": q.enabled, "weight_scale": q.weight_scale().tolist(), "weight_qmax": q.weight_qmax}
                 for n, q in self.layers.items()
             },
             "skipped": list(self.skipped),
+            "weight_bits": self.weight_bits,
         }
+
+    @property
+    def weight_bits(self) -> int:
+        """8 (weights in [-127, 127]) or 7 (in [-63, 63]); the same for every layer."""
+        qmax = {q.weight_qmax for q in self.layers.values()} or {127}
+        return 7 if qmax == {63} else 8
+
+    def set_weight_bits(self, bits: int) -> None:
+        if bits not in (7, 8):
+            raise ValueError(f"weight_bits must be 7 or 8, not {bits}")
+        for q in self.layers.values():
+            q.weight_qmax = 2 ** (bits - 1) - 1
 
     @contextmanager
     def biases_on_grid(self) -> Iterator[None]:

@@ -33,6 +33,7 @@ from edgekd.bench.plots import accuracy_latency_plot, search_front
 from edgekd.bench.runtimes import ModelFiles, get_runtime
 from edgekd.data import BatchIterator
 from edgekd.errors import EdgekdError
+from edgekd.export.cpu_encoding import ISA_DESCRIPTIONS, host_run_description
 from edgekd.io import atomic_write_json, atomic_write_text, sha256_file
 from edgekd.models import count_parameters
 from edgekd.models.checkpoint import load_model_file
@@ -201,6 +202,8 @@ class BenchStage(Stage):
                 "peak_gpu_mib": _max(r["peak_gpu_mib"] for r in per_batch.values()),
                 "note": cand.note,
             }
+            if cand.format == "onnx-int8" and row["provider"] == "CPUExecutionProvider" and cand.path:
+                row["int8_encoding"] = host_run_description(cand.path)
             rows.append(row)
         for row in rows:
             row["seconds"] = (time.perf_counter() - t0) / len(rows)
@@ -296,6 +299,9 @@ def _compare(rows: list[dict[str, Any]]) -> dict[str, float]:
             out["int8_speedup_b1_vs_fp32"] = s["latency_b1"]["p50_ms"] / q["latency_b1"]["p50_ms"]
             out["int8_size_ratio_vs_fp32"] = q["bytes"] / s["bytes"] if q["bytes"] and s["bytes"] else None
             out["int8_accuracy_drop_vs_fp32"] = s["top1"] - q["top1"]
+            out["int8_encoding"] = q.get("int8_encoding")
+            # INT8 is worth shipping to a CPU only where it is faster there (issue 15)
+            out["cpu_recommendation"] = "int8" if out["int8_speedup_b1_vs_fp32"] >= 1.0 else "fp32"
         return out
     return {}
 
@@ -337,11 +343,16 @@ def results_markdown(results: dict[str, Any]) -> str:
     ]
     for r in rows:
         lat, thr = r["latency_b1"], r["throughput"]
+        fmt = r["format"]
+        enc = r.get("int8_encoding")
+        if enc:
+            run_as = "" if enc["run_as"] == enc["encoding"] else f", run as {enc['run_as'].upper()} here"
+            fmt += f" ({enc['encoding'].upper()}{run_as}; host {enc['host_isa']})"
         size = "" if r["bytes"] is None else f"{r['bytes'] / 1024:.1f}"
         params = "" if r["parameters"] is None else f"{r['parameters']:,}"
         peak = r["peak_gpu_mib"] if r.get("peak_gpu_mib") is not None else r.get("peak_host_mib")
         lines.append(
-            f"| {r['model']} | {r['format']} | {r['runtime']} | {params} | {size} | "
+            f"| {r['model']} | {fmt} | {r['runtime']} | {params} | {size} | "
             f"{_pct(r['pytorch_top1'])} | {_pct(r['top1'])} | "
             f"{lat['p50_ms']:.3f} / {lat['p90_ms']:.3f} / {lat['p99_ms']:.3f} | {thr['throughput_ips']:.0f} | "
             f"{'' if peak is None else f'{peak:.1f}'} |"
@@ -374,6 +385,14 @@ def results_markdown(results: dict[str, Any]) -> str:
                 + (f", {100 * ratio:.1f}% of the size" if ratio else "")
                 + f", top-1 {-100 * c['int8_accuracy_drop_vs_fp32']:+.2f} points.\n"
             )
+            enc = c.get("int8_encoding")
+            if enc and c.get("cpu_recommendation") == "fp32":
+                text += (
+                    f"On this CPU ({ISA_DESCRIPTIONS.get(enc['host_isa'], enc['host_isa'])}) the INT8 CPU flavour "
+                    f"({enc['run_as'].upper()}) is slower than FP32 at batch {b1}: for a CPU like this one, ship "
+                    "model_fp32.onnx. Without VNNI, the exact INT8 encodings cannot use the fast int16 kernels; "
+                    "quantize.weight_bits=7 lets U8S8 run exactly there.\n"
+                )
     notes = [r for r in rows if r.get("note")]
     for r in notes:
         text += f"\n{r['model']} {r['format']} ({r['runtime']}): {r['note']}."

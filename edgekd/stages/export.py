@@ -116,6 +116,7 @@ def _export_int8(ctx: StageContext, data, norm, shape, parity: dict[str, Any]) -
     """Write both INT8 flavours, check the TensorRT rules and parity, write build_engine.sh."""
     import numpy as np
 
+    from edgekd.export.cpu_encoding import host_isa, host_model_source
     from edgekd.export.int8_onnx import export_int8
     from edgekd.export.ort_infer import run_onnx
     from edgekd.export.tensorrt import build_engine, build_engine_script, tensorrt_available
@@ -134,7 +135,7 @@ def _export_int8(ctx: StageContext, data, norm, shape, parity: dict[str, Any]) -
     qm, _ = load_int8(int8_file)
     opset = max(13, ctx.config.export.opset)
     trt_path, cpu_path = ctx.dir / "model_int8.onnx", ctx.dir / "model_int8_cpu.onnx"
-    info = export_int8(qm, trt_path, cpu_path, input_shape=shape, opset=opset)
+    info = export_int8(qm, trt_path, cpu_path, input_shape=shape, opset=opset, cpu_isa=profile.cpu_flavour_isa())
     rules = assert_trt_rules(trt_path)
     images = torch.cat([x for x, _ in BatchIterator(data.val, 256, shuffle=False, seed=0, normalization=norm)])
     q = ctx.config.quantize
@@ -143,7 +144,7 @@ def _export_int8(ctx: StageContext, data, norm, shape, parity: dict[str, Any]) -
     import onnxruntime as ort
 
     logits = [
-        run_onnx(ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]), images.numpy())
+        run_onnx(ort.InferenceSession(host_model_source(p), providers=["CPUExecutionProvider"]), images.numpy())
         for p in (cpu_path, trt_path)
     ]
     agreement = float(np.mean(logits[0].argmax(1) == logits[1].argmax(1)))
@@ -172,10 +173,18 @@ def _export_int8(ctx: StageContext, data, norm, shape, parity: dict[str, Any]) -
         )
     else:
         engine = {"built": False, "reason": why}
-    atomic_write_json(ctx.dir / "int8.json", {**info, "trt_rules": rules, "engine": engine})
+    encoding = info["cpu_encoding"]
+    host = host_isa()
+    parity["student_int8_cpu"]["encoding"] = encoding["name"]
+    parity["student_int8_cpu"]["host_isa"] = host
+    if host_model_source(cpu_path, host) != str(cpu_path):
+        parity["student_int8_cpu"]["checked_as"] = "u8u8 (the same grid: U8S8 would saturate on this host's CPU)"
+    atomic_write_json(ctx.dir / "int8.json", {**info, "host_isa": host, "trt_rules": rules, "engine": engine})
     ctx.reporter.info(
         f"export: INT8 TensorRT flavour ({rules['quantized_layers']} quantized layers, TensorRT rules passed) "
-        f"and CPU flavour; parity with fake quant {100 * parity['student_int8_cpu']['top1_agreement']:.2f}% (cpu), "
+        f"and CPU flavour ({encoding['name'].upper()} for {encoding['isa_description']}, from "
+        f"{encoding['isa_source']}); parity with fake quant "
+        f"{100 * parity['student_int8_cpu']['top1_agreement']:.2f}% (cpu), "
         f"{100 * parity['student_int8_trt']['top1_agreement']:.2f}% (TensorRT), flavours agree {100 * agreement:.2f}%"
     )
     return {
@@ -183,6 +192,8 @@ def _export_int8(ctx: StageContext, data, norm, shape, parity: dict[str, Any]) -
         "int8_parity_cpu_top1_agreement": parity["student_int8_cpu"]["top1_agreement"],
         "int8_parity_trt_top1_agreement": parity["student_int8_trt"]["top1_agreement"],
         "int8_flavours_top1_agreement": agreement,
+        "int8_cpu_encoding": encoding["name"],
+        "int8_cpu_isa": encoding["isa"],
         "trt_rules_passed": rules["passed"],
         "float_layers": list(qm.skipped),
         "engine_built": bool(engine.get("engine_bytes")),
@@ -190,14 +201,19 @@ def _export_int8(ctx: StageContext, data, norm, shape, parity: dict[str, Any]) -
 
 
 def _check_int8_parity(ctx: StageContext, parity: dict[str, Any]) -> None:
-    for key, what in (
-        ("student_int8_cpu", "INT8 cpu flavour vs PyTorch fake quant"),
-        ("student_int8_trt", "INT8 TensorRT flavour vs PyTorch fake quant"),
-        ("int8_flavours", "INT8 TensorRT flavour vs cpu flavour"),
+    """Fail the stage when a flavour disagrees; the message names the flavour and the setting that
+    relaxes the check. The runner keeps the stage's files (``.export.partial/``) for inspection."""
+    for key, what, setting in (
+        ("student_int8_cpu", "the INT8 ONNX Runtime CPU flavour (model_int8_cpu.onnx)", "parity_min_agreement"),
+        ("student_int8_trt", "the INT8 TensorRT flavour (model_int8.onnx)", "parity_min_agreement"),
+        ("int8_flavours", "the INT8 TensorRT and CPU flavours", "flavour_min_agreement"),
     ):
         r = parity.get(key)
         if r is not None and not r["passed"]:
+            against = "each other" if key == "int8_flavours" else "the PyTorch fake-quant model"
+            encoding = f" (encoding {r['encoding']}, host {r['host_isa']})" if r.get("encoding") else ""
             raise CheckFailed(
-                f"{what}: top-1 agreement {r['top1_agreement']:.4f} on {r['samples']} validation images (needed "
-                f"{r['min_agreement']:g}); see {ctx.dir / 'parity.json'}"
+                f"INT8 parity: {what}{encoding} agrees with {against} on {100 * r['top1_agreement']:.2f}% of "
+                f"{r['samples']} validation images, needed {100 * r['min_agreement']:g}%; see "
+                f"{ctx.dir / 'parity.json'}; to accept it, lower quantize.{setting} (--set quantize.{setting}=...)"
             )

@@ -50,11 +50,29 @@ def quantize_training_split(ctx: StageContext, data) -> tuple[Split, str]:
     return split, "synthetic (data-free)"
 
 
+def resolve_weight_bits(config) -> int:
+    """``quantize.weight_bits``; ``auto`` is 7 for a CPU target whose CPU is x86 without VNNI (U8S8
+    with 8-bit weights would saturate there, 7-bit weights keep the fast kernel exact:
+    edgekd/export/cpu_encoding.py), else 8."""
+    bits = config.quantize.weight_bits
+    if bits != "auto":
+        return int(bits)
+    from edgekd.targets import load_target
+
+    target = load_target(config.target)
+    isa, _ = target.cpu_flavour_isa()
+    return 7 if target.kind == "cpu" and isa.startswith("x86-64") and isa != "x86-64-vnni" else 8
+
+
 @register_stage
 class QuantizeStage(Stage):
     name = "quantize"
     config_keys = ("quantize", "distill", "data", "seed", "device")
     needs = ("teacher", "distill")
+
+    def external_inputs(self, config, run):
+        """``weight_bits: auto`` depends on the target's CPU (and, for x86-cpu, this host's)."""
+        return {"weight_bits": resolve_weight_bits(config)}
 
     def check(self, config, run):
         """The student can be traced and quantized (before anything runs)."""
@@ -80,6 +98,7 @@ class QuantizeStage(Stage):
         loaded = load_model_file(ctx.upstream("distill") / "student.pt")
         student = loaded.model.eval()
         qm = prepare_int8(student).to(device)
+        qm.set_weight_bits(resolve_weight_bits(cfg))
 
         train_split, train_source = quantize_training_split(ctx, data)
         calib = BatchIterator(train_split, q.calib_batch_size, shuffle=True, seed=cfg.seed, normalization=norm)
@@ -106,6 +125,7 @@ class QuantizeStage(Stage):
         metrics: dict[str, Any] = {
             "mode": q.mode,
             "calibrator": chosen,
+            "weight_bits": qm.weight_bits,
             "calibrator_setting": q.calibrator,
             "calibrator_scores": calibration.get("auto_scores"),
             "calibration_images": calibration["images"],

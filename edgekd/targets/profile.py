@@ -83,6 +83,9 @@ class TargetProfile(BaseModel):
     tensorrt: list[str] = Field(default_factory=list)
     cuda: list[str] = Field(default_factory=list)
     max_batch: int = Field(default=1, ge=1)
+    # The instruction-set class of the CPU that runs the ONNX Runtime CPU flavour of INT8
+    # (edgekd/export/cpu_encoding.py): "host" = the machine edgekd runs on, read from its CPU flags.
+    cpu_isa: Literal["host", "x86-64-vnni", "x86-64-avx512", "x86-64-avx2", "x86-64", "arm64"] = "host"
     sources: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("compute_capability", mode="before")
@@ -114,3 +117,15 @@ class TargetProfile(BaseModel):
     def known_figures(self) -> dict[str, float]:
         """The numeric fields that are not null, by name."""
         return {f: getattr(self, f) for f in NUMERIC_FIELDS if getattr(self, f) is not None}
+
+    def cpu_flavour_isa(self) -> tuple[str, str]:
+        """(instruction-set class, where it came from) of the CPU that runs the INT8 CPU flavour.
+
+        A CPU target that names its instruction set gets it; everything else (``host``, and GPU or
+        Jetson targets, whose CPU flavour only serves the bench on this machine) gets this host's.
+        """
+        if self.kind == "cpu" and self.cpu_isa != "host":
+            return self.cpu_isa, f"target profile {self.name}"
+        from edgekd.export.cpu_encoding import host_isa
+
+        return host_isa(), "this host's /proc/cpuinfo flags"
