@@ -8,10 +8,17 @@ DEMO   ?= demo
 
 .PHONY: venv demo test test-slow lint clean
 
-$(STAMP): pyproject.toml
+# The real TensorRT 10.3 and 11.4 Python bindings (about 1.2 MB each), for tests/test_tensorrt_versions.py.
+# The two versions cannot be installed side by side, so the wheels are kept as files and the test
+# unpacks each one itself; without them (no index reachable) those tests skip and say why.
+TRT_WHEELS := tensorrt-cu12-bindings==10.3.0 tensorrt-cu12-bindings==11.4.0.106
+
+$(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
+	for w in $(TRT_WHEELS); do $(PY) -m pip download -q --no-deps -d $(VENV)/trt-wheels "$$w" \
+		|| echo "warning: could not download $$w; tests/test_tensorrt_versions.py will skip"; done
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -154,8 +154,8 @@ def test_seven_bit_weights_keep_u8s8_exact_on_avx2(calibrated, tmp_path):
 def test_profiles_state_which_cpu_runs_the_cpu_flavour():
     assert load_target("arm-cpu").cpu_flavour_isa() == ("arm64", "target profile arm-cpu")
     isa, source = load_target("x86-cpu").cpu_flavour_isa()
-    assert source == "this host's /proc/cpuinfo flags" and isa.startswith(("x86-64", "arm64", "unknown"))
-    assert load_target("jetson-orin-nano").cpu_flavour_isa()[1] == "this host's /proc/cpuinfo flags"
+    assert source == "this host's CPU (CPUID)" and isa.startswith(("x86-64", "arm64", "unknown"))
+    assert load_target("jetson-orin-nano").cpu_flavour_isa()[1] == "this host's CPU (CPUID)"
 
 
 # ---- the real ONNX Runtime on an emulated AVX2 CPU ----------------------------------------------

@@ -277,16 +277,32 @@ def test_fp32_folded_export_matches_the_model(calibrated, tmp_path):
         np.testing.assert_allclose(_ort(path, x.numpy()), model(x).numpy(), atol=1e-4, rtol=1e-4)
 
 
-def test_mixed_precision_layer_stays_float_in_the_export(calibrated, tmp_path):
+def test_mixed_precision_layer_stays_float_in_the_export(calibrated, digits, tmp_path):
     _, qm = calibrated
     first = next(iter(qm.layers))
     qm.set_skipped([first])
     try:
-        export_int8(qm, tmp_path / "m.onnx", None, input_shape=(1, 8, 8))
+        info = export_int8(qm, tmp_path / "m.onnx", tmp_path / "cpu.onnx", input_shape=(1, 8, 8))
         result = check_trt_rules(tmp_path / "m.onnx")
         assert result["passed"] and len(result["float_layers"]) == 1
         assert result["quantized_layers"] == len(qm.layers) - 1
         assert not qm.points["act:x"].enabled  # the input feeds only the float layer: no Q/DQ there
+        # FP16 fallback lives in the TensorRT flavour (strongly typed builds read it from the types)
+        model = onnx.load(str(tmp_path / "m.onnx"))
+        inits = {i.name: i for i in model.graph.initializer}
+        (layer,) = [n for n in model.graph.node if n.name in info["fp16_layers"]]
+        assert inits[layer.input[1]].data_type == onnx.TensorProto.FLOAT16
+        casts = [n for n in model.graph.node if n.op_type == "Cast"]
+        assert [a.i for n in casts for a in n.attribute] == [onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT]
+        assert not any(n.op_type == "Cast" for n in onnx.load(str(tmp_path / "cpu.onnx")).graph.node)
+        data, norm = digits
+        x = torch.cat([b for b, _ in BatchIterator(data.val, 256, shuffle=False, seed=0, normalization=norm)])
+        with torch.no_grad():
+            ref = qm.eval()(x).numpy()
+        trt = _ort(tmp_path / "m.onnx", x.numpy())  # ONNX Runtime runs the FP16 layer on the CPU
+        assert float(np.mean(ref.argmax(1) == trt.argmax(1))) >= 0.99
+        export_int8(qm, tmp_path / "m32.onnx", None, input_shape=(1, 8, 8), fp16_fallback=False)
+        assert not any(n.op_type == "Cast" for n in onnx.load(str(tmp_path / "m32.onnx")).graph.node)
     finally:
         qm.set_skipped([])
 

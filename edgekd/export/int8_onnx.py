@@ -10,7 +10,10 @@ How the files are made (all from one scale table, :meth:`QuantizedModel.scale_ta
    scale is computed at run time (the Abs/ReduceMax nodes that a plain export of weight fake-quant
    leaves in the graph: DESIGN.md). Biases stay float (already on their int32 grid, see
    ``QuantWeighted``), graph outputs get no Q/DQ. This is the
-   TensorRT flavour (``model_int8.onnx``); ``trt_rules.check_trt_rules`` verifies it.
+   TensorRT flavour (``model_int8.onnx``); ``trt_rules.check_trt_rules`` verifies it. Layers kept
+   out of INT8 get FP16 types and Casts in this flavour (edgekd/export/fp16_fallback.py), because
+   strongly typed TensorRT builds (10.x, and every build on 11.x) take each layer's precision from
+   the ONNX.
 3. The CPU flavour (``model_int8_cpu.onnx``) rewrites only how the same grid is stored, for ONNX
    Runtime's integer kernels (int8 activations ran slower than FP32 there: DESIGN.md):
    - an activation with scale s and zero point 0 in int8 is the same grid as uint8 with scale s and
@@ -39,6 +42,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgekd.errors import EdgekdError
 from edgekd.export.cpu_encoding import apply_encoding, choose_encoding, host_isa, u8s8_pair_bound
+from edgekd.export.fp16_fallback import cast_float_layers_to_fp16
 from edgekd.io import atomic_write
 from edgekd.quant.graph import QuantizedModel
 
@@ -218,9 +222,14 @@ def export_int8(
     *,
     input_shape: tuple[int, int, int],
     opset: int = 17,
+    fp16_fallback: bool = True,
     cpu_isa: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
     """Write the TensorRT flavour to ``trt_path`` and (unless None) the CPU flavour to ``cpu_path``.
+
+    With ``fp16_fallback`` the layers left in float run in FP16 in the TensorRT flavour (Casts and FP16
+    weights in the ONNX: edgekd/export/fp16_fallback.py), so strongly typed TensorRT builds keep them
+    in FP16; without it they stay FP32. The CPU flavour keeps them in FP32 either way.
 
     ``cpu_isa`` is (instruction-set class, its source) of the CPU that will run the CPU flavour; it
     decides how the flavour stores its weights (``cpu_encoding.choose_encoding``); None: this host.
@@ -247,16 +256,18 @@ def export_int8(
     missing = sorted(set(enabled) - set(matched.values()))
     if missing:
         raise EdgekdError(f"the INT8 export found no ONNX node for the layers {missing}; report this model")
+    cpu = to_cpu_flavour(model) if cpu_path is not None else None  # float layers stay FP32 on the CPU
+    fp16 = cast_float_layers_to_fp16(model) if fp16_fallback else []
     _save(model, trt_path)
     info: dict[str, Any] = {
         "trt": str(trt_path),
         "quantized_layers": len(matched),
         "float_layers": list(qm.skipped),
+        "fp16_layers": fp16,
         "qdq_pairs": sum(n.op_type == "QuantizeLinear" for n in model.graph.node),
     }
-    if cpu_path is not None:
-        cpu = to_cpu_flavour(model)
-        isa, source = cpu_isa or (host_isa(), "this host's /proc/cpuinfo flags")
+    if cpu is not None:
+        isa, source = cpu_isa or (host_isa(), "this host's CPU (CPUID)")
         encoding = choose_encoding(isa, u8s8_pair_bound(cpu), isa_source=source)
         cpu = apply_encoding(cpu, encoding.name)
         _save(cpu, Path(cpu_path))

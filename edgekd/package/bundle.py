@@ -7,6 +7,7 @@
       preprocess.json      input name, layout, shape, mean, std (pixels / 255 first)
       infer.py             the runner (TensorRT when present, else ONNX Runtime)
       build_engine.sh      TensorRT targets: trtexec on the device (+ entrypoint.sh for the container)
+      layer_report.py      TensorRT targets: INT8/FP16/FP32 layers and their times, after the build
       Dockerfile           for the target (L4T/JetPack base, TensorRT base, or slim Python + onnxruntime)
       MODEL_CARD.md        what it is, how well it does, how it was measured, how to run it
       manifest.json        sha256 and size of every other file, versions, metrics
@@ -85,7 +86,8 @@ def build_bundle(folder: Path, b: BundleInputs) -> dict[str, Any]:
         "color": "L" if b.input_shape[0] == 1 else "RGB",
     }
     atomic_write_json(folder / "preprocess.json", preprocess)
-    for name, executable in (("infer.py", True),) + ((("entrypoint.sh", True),) if tensorrt else ()):
+    trt_files = (("entrypoint.sh", True), ("layer_report.py", True)) if tensorrt else ()
+    for name, executable in (("infer.py", True),) + trt_files:
         atomic_write(folder / name, lambda tmp, n=name: tmp.write_bytes(_template(n)))
         (folder / name).chmod(0o755 if executable else 0o644)
     if tensorrt:

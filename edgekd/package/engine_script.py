@@ -1,17 +1,17 @@
-"""``build_engine.sh`` of a bundle: ``trtexec`` on the device, then a sidecar naming where it ran.
+"""``build_engine.sh`` of a bundle: ``trtexec`` on the device, a layer report, then a sidecar naming where it ran.
 
-For an INT8 (Q/DQ) model the script is ``edgekd.export.tensorrt.build_engine_script`` (flags per
-TensorRT version, from the INT8 export work). An FP32 model (a target without INT8, such as the
-Jetson Nano, or a run without the quantize stage) must not get ``--int8``, which without Q/DQ
-nodes or a calibrator builds with placeholder scales; it gets ``--fp16`` when the target's
-precision is fp16 or int8 and no precision flag for fp32. Either way the engine goes to
-``engine/model.engine`` and a sidecar ``engine/model.engine.json`` records the TensorRT version and
-GPU it was built with; ``infer.py`` uses an engine only when both match the machine it runs on.
-"""
+The script is ``edgekd.export.tensorrt.build_engine_script`` for both an INT8 (Q/DQ) model and an
+FP32 one (a target without INT8, such as the Jetson Nano, or a run without the quantize stage): it
+detects the TensorRT version on the device and passes only the flags that version accepts
+(``build_plan``). An FP32 model never gets ``--int8``, which without Q/DQ nodes or a calibrator
+builds with placeholder scales; it gets ``--fp16`` where the target's precision is fp16 or int8 and
+the TensorRT version still has the flag (8.x, 10.x; on 11.x an FP32 ONNX builds an FP32 engine).
+The engine goes to ``engine/model.engine``, its layer report next to it (``engine/model.layers.json``,
+``model.profile.json``, ``model.layer_report.md``, summarised by the bundle's ``layer_report.py``),
+and a sidecar ``engine/model.engine.json`` records the TensorRT version and GPU it was built with;
+``infer.py`` uses an engine only when both match the machine it runs on."""
 
 from __future__ import annotations
-
-import shlex
 
 from edgekd.targets.profile import TargetProfile
 
@@ -38,38 +38,10 @@ PY
 def engine_script(
     onnx_name: str, profile: TargetProfile, *, int8: bool, input_name: str, input_shape: tuple[int, int, int]
 ) -> str:
-    if int8:
-        from edgekd.export.tensorrt import build_engine_script
+    from edgekd.export.tensorrt import build_engine_script
 
-        text = build_engine_script(
-            onnx_name, profile, input_name=input_name, input_shape=input_shape, engine_name=ENGINE
-        )
-    else:
-        text = _float_script(onnx_name, profile, input_name=input_name, input_shape=input_shape)
+    text = build_engine_script(
+        onnx_name, profile, input_name=input_name, input_shape=input_shape, engine_name=ENGINE, int8=int8
+    )
     text = text.replace('cd "$(dirname "$0")"\n', 'cd "$(dirname "$0")"\nmkdir -p engine\n', 1)
     return text.rstrip("\n") + "\n" + _SIDECAR
-
-
-def _float_script(onnx_name: str, profile: TargetProfile, *, input_name: str, input_shape) -> str:
-    chw = "x".join(str(int(d)) for d in input_shape)
-    q = shlex.quote
-    flag = "" if profile.precision == "fp32" else "--fp16"
-    return f"""#!/usr/bin/env bash
-# Build a TensorRT engine for {profile.display_name} from the FP32 ONNX ({flag or "FP32"}).
-# Written by edgekd. Run it ON THE TARGET: engines are specific to the GPU model and TensorRT version.
-# Override: TRTEXEC=/path/to/trtexec, EXTRA_FLAGS="...".
-set -euo pipefail
-cd "$(dirname "$0")"
-
-ONNX={q(onnx_name)}
-ENGINE={q(ENGINE)}
-TRTEXEC="${{TRTEXEC:-$(command -v trtexec || echo /usr/src/tensorrt/bin/trtexec)}}"
-if [ ! -x "$TRTEXEC" ]; then
-  echo "trtexec not found: install TensorRT (JetPack ships /usr/src/tensorrt/bin/trtexec) or set TRTEXEC=" >&2
-  exit 2
-fi
-set -x
-"$TRTEXEC" --onnx="$ONNX" --saveEngine="$ENGINE" {flag} \\
-  --minShapes={q(f"{input_name}:1x{chw}")} --optShapes={q(f"{input_name}:1x{chw}")} \\
-  --maxShapes={q(f"{input_name}:{profile.max_batch}x{chw}")} ${{EXTRA_FLAGS:-}}
-"""

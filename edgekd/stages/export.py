@@ -12,8 +12,10 @@ INT8 (issue 5): when the quantize stage made ``quantize/student_int8.pt``, the s
 ``model_int8_cpu.onnx`` (ONNX Runtime CPU flavour, uint8 activations), both from the same scale
 table (edgekd/export/int8_onnx.py), compares both with the PyTorch fake-quant model on the whole
 validation split (``parity.json``: ``student_int8_cpu``, ``student_int8_trt``, ``int8_flavours``),
-and writes ``build_engine.sh`` (the ``trtexec`` command for the target) and, where TensorRT and a
-GPU are present, ``model.engine``.
+and writes ``build_engine.sh`` (the ``trtexec`` command for the target, with ``layer_report.py``
+beside it) and, where TensorRT and a GPU are present, ``model.engine``. Layers the quantize stage
+kept in float run in FP16 in the TensorRT flavour (Casts in the ONNX, for strongly typed builds)
+unless the target's precision is fp32.
 """
 
 from __future__ import annotations
@@ -121,21 +123,22 @@ def _export_int8(ctx: StageContext, data, norm, shape, parity: dict[str, Any]) -
     from edgekd.export.ort_infer import run_onnx
     from edgekd.export.tensorrt import build_engine, build_engine_script, tensorrt_available
     from edgekd.export.trt_rules import assert_trt_rules
-    from edgekd.io import atomic_write_text
     from edgekd.quant.checkpoint import load_int8
     from edgekd.targets import load_target
 
     profile = load_target(ctx.config.target)
     int8_file = ctx.upstream("quantize") / "student_int8.pt"
+    fp16 = profile.precision != "fp32"
     if not int8_file.is_file():
         script = build_engine_script("model_fp32.onnx", profile, input_name="input", input_shape=shape, int8=False)
-        atomic_write_text(ctx.dir / "build_engine.sh", script)
-        (ctx.dir / "build_engine.sh").chmod(0o755)
+        _write_engine_script(ctx, script)
         return {"int8": False}
     qm, _ = load_int8(int8_file)
     opset = max(13, ctx.config.export.opset)
     trt_path, cpu_path = ctx.dir / "model_int8.onnx", ctx.dir / "model_int8_cpu.onnx"
-    info = export_int8(qm, trt_path, cpu_path, input_shape=shape, opset=opset, cpu_isa=profile.cpu_flavour_isa())
+    info = export_int8(
+        qm, trt_path, cpu_path, input_shape=shape, opset=opset, fp16_fallback=fp16, cpu_isa=profile.cpu_flavour_isa()
+    )
     rules = assert_trt_rules(trt_path)
     images = torch.cat([x for x, _ in BatchIterator(data.val, 256, shuffle=False, seed=0, normalization=norm)])
     q = ctx.config.quantize
@@ -154,11 +157,8 @@ def _export_int8(ctx: StageContext, data, norm, shape, parity: dict[str, Any]) -
         "min_agreement": q.flavour_min_agreement,
         "passed": agreement >= q.flavour_min_agreement,
     }
-    script = build_engine_script(
-        "model_int8.onnx", profile, input_name="input", input_shape=shape, fp16_fallback=bool(qm.skipped)
-    )
-    atomic_write_text(ctx.dir / "build_engine.sh", script)
-    (ctx.dir / "build_engine.sh").chmod(0o755)
+    script = build_engine_script("model_int8.onnx", profile, input_name="input", input_shape=shape, fp16=fp16)
+    _write_engine_script(ctx, script)
     engine: dict[str, Any]
     ok, why = tensorrt_available()
     if ok:
@@ -168,7 +168,7 @@ def _export_int8(ctx: StageContext, data, norm, shape, parity: dict[str, Any]) -
             input_name="input",
             input_shape=shape,
             max_batch=profile.max_batch,
-            fp16_fallback=bool(qm.skipped),
+            fp16=fp16,
             timing_cache=ctx.dir / "model.timing.cache",
         )
     else:
@@ -196,8 +196,22 @@ def _export_int8(ctx: StageContext, data, norm, shape, parity: dict[str, Any]) -
         "int8_cpu_isa": encoding["isa"],
         "trt_rules_passed": rules["passed"],
         "float_layers": list(qm.skipped),
+        "fp16_layers": len(info["fp16_layers"]),
         "engine_built": bool(engine.get("engine_bytes")),
     }
+
+
+def _write_engine_script(ctx: StageContext, script: str) -> None:
+    """build_engine.sh, and the layer_report.py it runs after the build (the bundle ships the same file)."""
+    from importlib import resources
+
+    from edgekd.io import atomic_write_bytes, atomic_write_text
+
+    atomic_write_text(ctx.dir / "build_engine.sh", script)
+    report = resources.files("edgekd.package").joinpath("templates", "layer_report.py").read_bytes()
+    atomic_write_bytes(ctx.dir / "layer_report.py", report)
+    for name in ("build_engine.sh", "layer_report.py"):
+        (ctx.dir / name).chmod(0o755)
 
 
 def _check_int8_parity(ctx: StageContext, parity: dict[str, Any]) -> None:

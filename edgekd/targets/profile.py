@@ -128,4 +128,4 @@ class TargetProfile(BaseModel):
             return self.cpu_isa, f"target profile {self.name}"
         from edgekd.export.cpu_encoding import host_isa
 
-        return host_isa(), "this host's /proc/cpuinfo flags"
+        return host_isa(), "this host's CPU (CPUID)"

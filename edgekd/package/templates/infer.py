@@ -136,6 +136,21 @@ class _CudaRT:
     def sync(self):
         self._check(self.lib.cudaDeviceSynchronize(), "cudaDeviceSynchronize")
 
+    def stream(self):
+        """A new CUDA stream (TensorRT's enqueue should not run on the legacy default stream)."""
+        handle = self.ctypes.c_void_p()
+        self._check(self.lib.cudaStreamCreate(self.ctypes.byref(handle)), "cudaStreamCreate")
+        return handle.value
+
+    def copy_async(self, dst, src, nbytes, kind, stream):  # kind 1: host->device, 2: device->host
+        c = self.ctypes
+        args = (c.c_void_p(dst), c.c_void_p(src), c.c_size_t(nbytes), c.c_int(kind), c.c_void_p(stream))
+        code = self.lib.cudaMemcpyAsync(*args)
+        self._check(code, "cudaMemcpyAsync")
+
+    def stream_sync(self, stream):
+        self._check(self.lib.cudaStreamSynchronize(self.ctypes.c_void_p(stream)), "cudaStreamSynchronize")
+
     def free(self, ptr):
         self.lib.cudaFree(self.ctypes.c_void_p(ptr))
 
@@ -165,6 +180,7 @@ class TensorRTRunner:
         self.input = names[is_input.index(True)]
         self.output = names[is_input.index(False)]
         self.names = names
+        self.stream = self.cuda.stream() if self.named else None  # execute_async_v3 runs on its own stream
         self.buffers = {}  # name -> (device pointer, bytes)
         self.detail = f"tensorrt {trt.__version__}, {engine_path.name}"
 
@@ -187,15 +203,21 @@ class TensorRTRunner:
             out_shape = tuple(self.context.get_binding_shape(self.names.index(self.output)))
         out = np.empty(out_shape, dtype=np.float32)
         d_in, d_out = self._buffer(self.input, x.nbytes), self._buffer(self.output, out.nbytes)
-        self.cuda.copy(d_in, x.ctypes.data, x.nbytes, 1)
         if self.named:
+            self.cuda.copy_async(d_in, x.ctypes.data, x.nbytes, 1, self.stream)
             self.context.set_tensor_address(self.input, d_in)
             self.context.set_tensor_address(self.output, d_out)
-            ok = self.context.execute_async_v3(0)
-        else:
-            bindings = [0] * len(self.names)
-            bindings[self.names.index(self.input)], bindings[self.names.index(self.output)] = d_in, d_out
-            ok = self.context.execute_v2(bindings)
+            ok = self.context.execute_async_v3(self.stream)
+            if ok:
+                self.cuda.copy_async(out.ctypes.data, d_out, out.nbytes, 2, self.stream)
+            self.cuda.stream_sync(self.stream)
+            if not ok:
+                raise RuntimeError("TensorRT execution failed")
+            return out
+        self.cuda.copy(d_in, x.ctypes.data, x.nbytes, 1)
+        bindings = [0] * len(self.names)
+        bindings[self.names.index(self.input)], bindings[self.names.index(self.output)] = d_in, d_out
+        ok = self.context.execute_v2(bindings)
         self.cuda.sync()
         if not ok:
             raise RuntimeError("TensorRT execution failed")
