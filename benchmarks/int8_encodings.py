@@ -4,7 +4,7 @@
 
 From a run directory's ``quantize/student_int8.pt`` it writes, with edgekd's own export functions,
 the BN-folded FP32 model, the TensorRT flavour (S8S8: int8 activations and weights), and the CPU
-flavour in both encodings of the same grid (U8S8 and U8U8; ``edgekd/export/cpu_encoding.py``), and
+flavour in both encodings of the same grid (U8S8 and U8U8; ``edgekd/runtimes/onnxruntime/int8_encoding.py``), and
 7-bit weights in U8S8 (``quantize.weight_bits=7``, calibrated the same way, no retraining). Then:
 
 - top-1 agreement of each with the PyTorch fake-quant model on the run's validation split, on this
@@ -37,9 +37,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edgekd.bench import host_description  # noqa: E402
-from edgekd.bench.onnxruntime_runtime import measure_latency  # noqa: E402
+from edgekd.runtimes.onnxruntime.session import measure_latency  # noqa: E402
 from edgekd.data import BatchIterator, load_data  # noqa: E402
-from edgekd.export.cpu_encoding import ENCODING_KEY, ISA_DESCRIPTIONS, apply_encoding, host_isa  # noqa: E402
+from edgekd.runtimes.onnxruntime.int8_encoding import ENCODING_KEY, ISA_DESCRIPTIONS, apply_encoding, host_isa  # noqa: E402
 from edgekd.export.int8_onnx import export_fp32_folded, export_int8  # noqa: E402
 from edgekd.models import create_model  # noqa: E402
 from edgekd.quant import prepare_int8  # noqa: E402

@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edgekd.bench import host_description  # noqa: E402
-from edgekd.bench.onnxruntime_runtime import make_session  # noqa: E402
+from edgekd.runtimes.onnxruntime.session import make_session  # noqa: E402
 from edgekd.export.onnx_export import export_onnx  # noqa: E402
 from edgekd.io import atomic_write_json, atomic_write_text  # noqa: E402
 from edgekd.models import create_model  # noqa: E402

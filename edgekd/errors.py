@@ -1,4 +1,4 @@
-"""The one exception type for user errors.
+"""The exception types: user errors, and failed checks.
 
 A user error (bad path, bad checkpoint, bad config, shape mismatch) is an ``EdgekdError`` whose
 message is one line saying what is wrong and how to fix it. The CLI prints it without a traceback
@@ -13,3 +13,9 @@ class EdgekdError(Exception):
 
     def __init__(self, message: str):
         super().__init__(" ".join(str(message).split()))
+
+
+class CheckFailed(EdgekdError):
+    """A stage's own check failed (e.g. ONNX parity); exit code 1, like a failed gate."""
+
+    exit_code = 1

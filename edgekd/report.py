@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekd.io import atomic_write_text
-from edgekd.pipeline import RunDir
+from edgekd.rundir import RunDir
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

@@ -11,7 +11,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
-import edgekd.bench.onnxruntime_runtime as rt
+import edgekd.runtimes.onnxruntime.session as rt
 from edgekd.bench import evaluate_accuracy, host_description, make_session, measure_latency, model_size
 from edgekd.errors import EdgekdError
 from edgekd.export import export_onnx

@@ -24,23 +24,22 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from edgekd.data import BatchIterator, compute_normalization, load_data
-from edgekd.export import cpu_encoding
-from edgekd.export.cpu_encoding import (
+from edgekd.export.int8_onnx import export_int8
+from edgekd.host import isa_from_flags
+from edgekd.models.checkpoint import load_model_file
+from edgekd.quant import prepare_int8
+from edgekd.runtimes.onnxruntime.infer import run_onnx
+from edgekd.runtimes.onnxruntime.int8_encoding import (
     INT16_MAX,
     apply_encoding,
     choose_encoding,
     exact_on_host,
-    isa_from_flags,
     model_encoding,
     u8s8_exact,
     u8s8_pair_bound,
     vpmaddubsw_dot,
     weights_to_uint8,
 )
-from edgekd.export.int8_onnx import export_int8
-from edgekd.export.ort_infer import run_onnx
-from edgekd.models.checkpoint import load_model_file
-from edgekd.quant import prepare_int8
 from edgekd.targets import load_target
 
 
@@ -161,11 +160,10 @@ def test_profiles_state_which_cpu_runs_the_cpu_flavour():
 # ---- the real ONNX Runtime on an emulated AVX2 CPU ----------------------------------------------
 _QEMU_SCRIPT = textwrap.dedent(
     """
-    import importlib.util, sys
+    import sys
     import numpy as np, onnx, onnxruntime as ort
-    spec = importlib.util.spec_from_file_location("cpu_encoding", sys.argv[5])  # no torch: it is slow under QEMU
-    enc = sys.modules["cpu_encoding"] = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(enc)
+    from edgekd.runtimes.onnxruntime import int8_encoding as enc  # imports no torch (slow under QEMU)
+    assert "torch" not in sys.modules
     u8s8, u8u8 = [onnx.load(p) for p in sys.argv[1:3]]
     x = np.load(sys.argv[3])
     cpu = ["CPUExecutionProvider"]
@@ -235,10 +233,9 @@ def test_real_onnx_runtime_on_an_emulated_avx2_cpu(tmp_path):
     ref = (np.clip(np.round(ref / 2.0) + 128, 0, 255) - 128) * 2.0
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     env.pop("EDGEKD_HOST_ISA", None)
-    module = Path(cpu_encoding.__file__)
     cmd = [qemu, "-cpu", "Haswell", sys.executable, str(tmp_path / "run.py"), *map(str, paths)]
     done = subprocess.run(
-        [*cmd, str(tmp_path / "x.npy"), str(tmp_path / "y.npy"), str(module)],
+        [*cmd, str(tmp_path / "x.npy"), str(tmp_path / "y.npy")],
         capture_output=True,
         text=True,
         env=env,
@@ -276,7 +273,7 @@ def test_weight_bits_auto_follows_the_cpu_that_runs_the_model(monkeypatch, targe
 
 
 def test_a_failed_int8_parity_names_the_flavour_and_the_setting(tmp_path):
-    from edgekd.pipeline import CheckFailed
+    from edgekd.errors import CheckFailed
     from edgekd.stages.export import _check_int8_parity
 
     ctx = type("Ctx", (), {"dir": tmp_path})()
@@ -299,7 +296,7 @@ def test_a_failed_int8_parity_names_the_flavour_and_the_setting(tmp_path):
 
 
 def test_host_isa_override_is_checked(monkeypatch):
-    from edgekd.export.cpu_encoding import host_isa
+    from edgekd.host import host_isa
 
     monkeypatch.setenv("EDGEKD_HOST_ISA", "x86-64-avx512")
     assert host_isa() == "x86-64-avx512"

@@ -46,7 +46,6 @@ class FakeDistill(P.Stage):
 @pytest.fixture
 def fake_stages(monkeypatch):
     monkeypatch.setattr(P, "_STAGES", {"teacher": FakeTeacher, "distill": FakeDistill})
-    monkeypatch.setattr(P, "_import_stages", lambda: None)
     Log.calls = []
     return Log
 

@@ -14,7 +14,6 @@ from torch import nn
 from edgekd.data import BatchIterator, compute_normalization, load_data
 from edgekd.distill.trainer import evaluate
 from edgekd.export.int8_onnx import export_fp32_folded, export_int8
-from edgekd.export.ort_infer import run_onnx
 from edgekd.export.trt_rules import check_trt_rules
 from edgekd.models import create_model
 from edgekd.models.checkpoint import load_model_file
@@ -23,6 +22,7 @@ from edgekd.quant.calibrate import Collector, compute_amax
 from edgekd.quant.checkpoint import load_int8, save_int8
 from edgekd.quant.fakequant import ActQuant, QuantWeighted, fake_quant_weight
 from edgekd.quant.sensitivity import layer_sensitivity, mixed_precision
+from edgekd.runtimes.onnxruntime.infer import run_onnx
 
 
 def _ort(path, x: np.ndarray) -> np.ndarray:

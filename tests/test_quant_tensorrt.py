@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from edgekd.errors import EdgekdError
-from edgekd.export.tensorrt import build_engine, build_engine_script, tensorrt_available
+from edgekd.runtimes.tensorrt.build import build_engine, build_engine_script, tensorrt_available
 from edgekd.targets import load_target
 
 DATA = Path(__file__).parent / "data"
@@ -141,7 +141,7 @@ def test_trt_major_override(tmp_path, orin_script):
 
 
 def test_build_plan_rules():
-    from edgekd.export.tensorrt import build_plan
+    from edgekd.runtimes.tensorrt.build import build_plan
 
     assert build_plan(11, int8=True, fp16=True).trtexec_flags == ()
     assert build_plan(11, int8=False, fp16=True).strongly_typed

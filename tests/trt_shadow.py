@@ -233,8 +233,8 @@ class ShadowModule:
 
 # ---- scenarios ------------------------------------------------------------------------------------
 def scenario_export(trt, tmp: Path) -> dict:
-    """edgekd.export.tensorrt.build_engine for every kind of model the export stage builds."""
-    import edgekd.export.tensorrt as export_trt
+    """edgekd.runtimes.tensorrt.build.build_engine for every kind of model the export stage builds."""
+    import edgekd.runtimes.tensorrt.build as export_trt
 
     export_trt.tensorrt_available = lambda: (True, "")
     OVERRIDES["EngineInspector.get_engine_information"] = '{"Layers": []}'
@@ -279,8 +279,8 @@ def scenario_calibrate(trt, tmp: Path) -> dict:
 
 
 def scenario_bench(trt, tmp: Path) -> dict:
-    """edgekd.bench.tensorrt_runtime._Engine: deserialise an engine, find its inputs and outputs."""
-    import edgekd.bench.tensorrt_runtime as runtime
+    """edgekd.runtimes.tensorrt.engine._Engine: deserialise an engine, find its inputs and outputs."""
+    import edgekd.runtimes.tensorrt.engine as runtime
 
     _io_overrides(trt)
     runtime.tensorrt_available = lambda: (True, "")

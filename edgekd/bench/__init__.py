@@ -3,9 +3,9 @@
 The bench stage and its reports are built on top of these.
 """
 
-from edgekd.bench.host import host_description, physical_cores
 from edgekd.bench.model_size import model_size
-from edgekd.bench.onnxruntime_runtime import evaluate_accuracy, make_session, measure_latency
+from edgekd.host import host_description, physical_cores
+from edgekd.runtimes.onnxruntime.session import evaluate_accuracy, make_session, measure_latency
 
 __all__ = [
     "evaluate_accuracy",

@@ -15,10 +15,27 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from edgekd.config import GateConfig
+from pydantic import Field
+
 from edgekd.errors import EdgekdError
+from edgekd.schema import Strict
+
+
+class GateConfig(Strict):
+    """CI gates checked by the bench stage (issue 6). Unset gates are not checked.
+
+    Accuracy is in percent and drops in percentage points, as the tables print them. The latency
+    and accuracy gates apply to every benchmarked student row (each model format and runtime).
+    """
+
+    max_latency_ms: float | None = Field(None, gt=0)  # at batch 1, the percentile below
+    latency_percentile: Literal["p50", "p90", "p99"] = "p50"
+    min_accuracy_pct: float | None = Field(None, ge=0, le=100)
+    max_accuracy_drop_points: float | None = Field(None, ge=0, le=100)  # student vs the teacher
+    baseline: str | None = None  # an earlier bench/results.json
+    max_regression_pct: float | None = Field(None, ge=0)  # p50 latency against the baseline, same row and batch
 
 
 @dataclass
@@ -143,7 +160,7 @@ def _regressions(results: dict[str, Any], limit: float, baseline: dict[str, Any]
 
 def raise_if_failed(run_path: Path) -> None:
     """Exit 1 (``CheckFailed``) with one line naming the failed gates, when ``bench/results.json`` has any."""
-    from edgekd.pipeline import CheckFailed
+    from edgekd.errors import CheckFailed
 
     path = Path(run_path) / "bench" / "results.json"
     if not path.is_file():

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from edgekd.bench.memory import PeakMemory
-from edgekd.bench.runtimes import Candidate, ModelFiles, Runtime
 from edgekd.errors import EdgekdError
+from edgekd.runtimes.base import Candidate, ModelFiles, Runtime
 
 
 def time_candidates(

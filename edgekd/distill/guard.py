@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from edgekd.config import DistillConfig, MethodConfig
+from edgekd.distill.config import DistillConfig, MethodConfig
 
 LOWER_KD_SCALE = 0.25
 

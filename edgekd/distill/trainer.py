@@ -27,9 +27,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from edgekd.config import DistillConfig
 from edgekd.console import Reporter
 from edgekd.data import BatchIterator, Normalization, Split
+from edgekd.distill.config import DistillConfig
 from edgekd.distill.methods import BindInfo, Method, bind_methods
 from edgekd.errors import EdgekdError
 from edgekd.io import atomic_torch_save

@@ -41,10 +41,10 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from edgekd.errors import EdgekdError
-from edgekd.export.cpu_encoding import apply_encoding, choose_encoding, host_isa, u8s8_pair_bound
 from edgekd.export.fp16_fallback import cast_float_layers_to_fp16
 from edgekd.io import atomic_write
 from edgekd.quant.graph import QuantizedModel
+from edgekd.runtimes.onnxruntime.int8_encoding import apply_encoding, choose_encoding, host_isa, u8s8_pair_bound
 
 WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
 

@@ -20,8 +20,8 @@ from torch import nn
 
 from edgekd.errors import EdgekdError
 from edgekd.export.parity import check_parity
-from edgekd.export.prepare import cpu_eval_copy, exported_batch, is_exported_module, supports_train
 from edgekd.io import atomic_write
+from edgekd.models.prepare import cpu_eval_copy, exported_batch, is_exported_module, supports_train
 
 __all__ = ["check_parity", "export_onnx"]  # check_parity lives in parity.py; re-exported for convenience
 

@@ -15,9 +15,9 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from edgekd.export.cpu_encoding import host_model_source
-from edgekd.export.ort_infer import run_onnx
-from edgekd.export.prepare import cpu_eval_copy
+from edgekd.models.prepare import cpu_eval_copy
+from edgekd.runtimes.onnxruntime.infer import run_onnx
+from edgekd.runtimes.onnxruntime.int8_encoding import host_model_source
 
 
 def _torch_logits(model: nn.Module, images: torch.Tensor) -> np.ndarray:

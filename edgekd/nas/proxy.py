@@ -17,12 +17,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from edgekd.config import DistillConfig, MethodConfig, SearchConfig
 from edgekd.data import DataBundle, Normalization
 from edgekd.data.splits import subset_indices, take
+from edgekd.distill.config import DistillConfig, MethodConfig
 from edgekd.distill.methods import build_method
 from edgekd.distill.trainer import TrainSetup, evaluate, train
 from edgekd.models import create_model
+from edgekd.nas.config import SearchConfig
 
 KD_RECIPE = {"ce_weight": 0.1, "methods": [MethodConfig(name="kd", weight=0.9, params={"T": 4.0})]}
 

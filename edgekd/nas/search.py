@@ -15,18 +15,17 @@ NNI itself is only reached through ``edgekd.nas.nni_space``.
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgekd.config import SearchConfig
 from edgekd.console import Reporter
 from edgekd.errors import EdgekdError
 from edgekd.io import atomic_write_json
 from edgekd.models import create_model
+from edgekd.nas.config import SearchConfig
 from edgekd.nas.cost import Cost, model_cost, spec_cost, teacher_cost
 from edgekd.nas.journal import Journal, arch_key
 from edgekd.nas.pareto import plot_pareto
@@ -61,6 +60,9 @@ class Search:
     seed: int = 0
     extra_zoo: list[str] = field(default_factory=list)
     run_dir: Path | None = None  # for the trials of NNI's training service
+    # NNI's training service runs each trial in its own process through this function(model, context);
+    # the search stage supplies it (edgekd.stages.search.evaluate_trial), as it knows how to rebuild a run
+    trial_entry: Any = None
 
     def __post_init__(self) -> None:
         data = self.proxy.data
@@ -249,9 +251,11 @@ class Search:
                 raise self._failure
         else:
             context = self._write_trial_context()
+            if self.trial_entry is None:
+                raise EdgekdError("search.engine nni-local needs a trial entry point (Search.trial_entry)")
             nni_space.run_experiment(
                 self.layout,
-                evaluate_trial,
+                self.trial_entry,
                 strategy,
                 trials=self.config.trials,
                 workdir=self.out_dir.parent / ".search.nni",
@@ -354,26 +358,6 @@ class Search:
         return ctx
 
 
-def evaluate_trial(model: Any, context: str) -> None:
-    """NNI trial entry point for the training-service engines (one process per trial): rebuilds the
-    proxy from the run directory, trains the candidate and appends to the shared journal."""
-    from edgekd.nas.nni_space import report
-    from edgekd.stages.search import build_search_for_run
-
-    ctx = json.loads(Path(context).read_text())
-    search = build_search_for_run(Path(ctx["run_dir"]), Path(ctx["journal"]).parent)
-    search.budget_ms = ctx["budget_ms"]
-    spec = model.arch_spec
-    done = search.journal.by_key("nas").get(arch_key(spec))
-    if done and done.get("status") == "trained":
-        report(done["proxy_top1"])
-        return
-    rec = search._score_and_record(
-        "nas", spec["name"], spec, search.cost(spec), strategy=search.config.strategy, pid=os.getpid()
-    )
-    report(rec["proxy_top1"])
-
-
 def check_best_arch(path: Path) -> dict[str, Any]:
     """Read ``best_arch.json``; its arch must build with the zoo (no NNI needed)."""
     info = json.loads(path.read_text())
@@ -381,4 +365,4 @@ def check_best_arch(path: Path) -> dict[str, Any]:
     return info
 
 
-__all__ = ["Search", "check_best_arch", "default_zoo", "evaluate_trial", "model_cost"]
+__all__ = ["Search", "check_best_arch", "default_zoo", "model_cost"]

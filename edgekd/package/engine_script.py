@@ -1,6 +1,6 @@
 """``build_engine.sh`` of a bundle: ``trtexec`` on the device, a layer report, then a sidecar naming where it ran.
 
-The script is ``edgekd.export.tensorrt.build_engine_script`` for both an INT8 (Q/DQ) model and an
+The script is ``edgekd.runtimes.tensorrt.build.build_engine_script`` for both an INT8 (Q/DQ) model and an
 FP32 one (a target without INT8, such as the Jetson Nano, or a run without the quantize stage): it
 detects the TensorRT version on the device and passes only the flags that version accepts
 (``build_plan``). An FP32 model never gets ``--int8``, which without Q/DQ nodes or a calibrator
@@ -38,7 +38,7 @@ PY
 def engine_script(
     onnx_name: str, profile: TargetProfile, *, int8: bool, input_name: str, input_shape: tuple[int, int, int]
 ) -> str:
-    from edgekd.export.tensorrt import build_engine_script
+    from edgekd.runtimes.tensorrt.build import build_engine_script
 
     text = build_engine_script(
         onnx_name, profile, input_name=input_name, input_shape=input_shape, engine_name=ENGINE, int8=int8

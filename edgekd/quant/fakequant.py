@@ -4,7 +4,7 @@
 - Weights: symmetric per output channel (axis 0), scale = amax_c / 127, range [-127, 127]; with
   7-bit weights (``quantize.weight_bits=7``) scale = amax_c / 63, range [-63, 63], the grid that
   ONNX Runtime's ``reduce_range`` uses so U8S8 kernels cannot saturate on x86 without VNNI
-  (edgekd/export/cpu_encoding.py). Both are valid TensorRT INT8 weights.
+  (edgekd/runtimes/onnxruntime/int8_encoding.py). Both are valid TensorRT INT8 weights.
 
 (REFERENCES.md, "Quantization for TensorRT".) Both use ``torch.fake_quantize_*`` so gradients pass
 straight through inside the range (the straight-through estimator QAT needs).

@@ -32,9 +32,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from edgekd.config import DistillConfig, MethodConfig, TapsConfig, TapSites
 from edgekd.console import Reporter
 from edgekd.data import Normalization, Split
+from edgekd.distill.config import DistillConfig, MethodConfig, TapsConfig, TapSites
 from edgekd.distill.methods import build_method, method_class
 from edgekd.distill.taps import plan_taps, tap_override
 from edgekd.distill.trainer import TrainSetup, example_batch, train

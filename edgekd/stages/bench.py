@@ -3,7 +3,7 @@
 For each runtime in ``bench.runtimes`` (ONNX Runtime CPU by default; CUDA/TensorRT providers,
 PyTorch eager and TensorRT engines when this machine has them, else skipped with the reason) it
 benches the teacher, the FP32 student and, when the export stage wrote one, the INT8 student
-(``edgekd/bench/runtimes.py`` says which file each runtime runs). Per model and runtime:
+(``edgekd/runtimes/base.py`` says which file each runtime runs). Per model and runtime:
 
 - latency at every batch of ``bench.batch_sizes``: p50/p90/p99 over ``bench.runs`` timed runs
   (``bench.throughput_runs`` above batch 1) pooled from ``bench.sessions`` fresh sessions,
@@ -30,19 +30,19 @@ from edgekd.bench.gates import evaluate_gates, load_baseline
 from edgekd.bench.junit import junit_xml
 from edgekd.bench.measure import accuracy, time_candidates
 from edgekd.bench.plots import accuracy_latency_plot, search_front
-from edgekd.bench.runtimes import ModelFiles, get_runtime
 from edgekd.data import BatchIterator
 from edgekd.errors import EdgekdError
-from edgekd.export.cpu_encoding import ISA_DESCRIPTIONS, host_run_description
 from edgekd.io import atomic_write_json, atomic_write_text, sha256_file
 from edgekd.models import count_parameters
 from edgekd.models.checkpoint import load_model_file
-from edgekd.pipeline import Stage, StageContext, StageResult, register_stage
+from edgekd.runtimes.base import ModelFiles
+from edgekd.runtimes.onnxruntime.int8_encoding import ISA_DESCRIPTIONS, host_run_description
+from edgekd.runtimes.registry import get_runtime
+from edgekd.stage import Stage, StageContext, StageResult
 from edgekd.stages.common import checked_teacher, normalization_from_teacher_json
 from edgekd.targets import load_target
 
 
-@register_stage
 class BenchStage(Stage):
     name = "bench"
     config_keys = ("bench", "data", "seed", "target")

@@ -17,7 +17,8 @@ from edgekd.data import DataBundle, Normalization, compute_normalization, load_d
 from edgekd.errors import EdgekdError
 from edgekd.io import sha256_file
 from edgekd.models.checkpoint import LoadedModel, load_model_file
-from edgekd.pipeline import RunDir, StageContext
+from edgekd.rundir import RunDir
+from edgekd.stage import StageContext
 
 # Hand-picked students for known teachers (the pairs of RepDistiller's and mdistiller's tables).
 # Used when no --student is given and the search stage did not run (search.enabled false); also

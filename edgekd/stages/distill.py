@@ -29,7 +29,7 @@ from edgekd.errors import EdgekdError
 from edgekd.io import atomic_write_json
 from edgekd.models import count_parameters, create_model
 from edgekd.models.checkpoint import load_model_file, save_model
-from edgekd.pipeline import Stage, StageContext, StageResult, register_stage
+from edgekd.stage import Stage, StageContext, StageResult
 from edgekd.stages.common import (
     checked_teacher,
     checked_teacher_for,
@@ -41,7 +41,6 @@ from edgekd.stages.common import (
 )
 
 
-@register_stage
 class DistillStage(Stage):
     name = "distill"
     config_keys = ("data", "student", "distill", "seed", "device")

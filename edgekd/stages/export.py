@@ -26,15 +26,14 @@ from typing import Any
 import torch
 
 from edgekd.data import BatchIterator
-from edgekd.errors import EdgekdError
+from edgekd.errors import CheckFailed, EdgekdError
 from edgekd.export import check_parity, export_onnx
 from edgekd.io import atomic_write_json
 from edgekd.models.checkpoint import exportable_module, load_model_file
-from edgekd.pipeline import CheckFailed, Stage, StageContext, StageResult, register_stage
+from edgekd.stage import Stage, StageContext, StageResult
 from edgekd.stages.common import checked_teacher, normalization_from_teacher_json
 
 
-@register_stage
 class ExportStage(Stage):
     name = "export"
     config_keys = ("export", "data", "seed", "quantize", "target")
@@ -118,12 +117,12 @@ def _export_int8(ctx: StageContext, data, norm, shape, parity: dict[str, Any]) -
     """Write both INT8 flavours, check the TensorRT rules and parity, write build_engine.sh."""
     import numpy as np
 
-    from edgekd.export.cpu_encoding import host_isa, host_model_source
     from edgekd.export.int8_onnx import export_int8
-    from edgekd.export.ort_infer import run_onnx
-    from edgekd.export.tensorrt import build_engine, build_engine_script, tensorrt_available
     from edgekd.export.trt_rules import assert_trt_rules
     from edgekd.quant.checkpoint import load_int8
+    from edgekd.runtimes.onnxruntime.infer import run_onnx
+    from edgekd.runtimes.onnxruntime.int8_encoding import host_isa, host_model_source
+    from edgekd.runtimes.tensorrt.build import build_engine, build_engine_script, tensorrt_available
     from edgekd.targets import load_target
 
     profile = load_target(ctx.config.target)

@@ -30,7 +30,8 @@ from edgekd.io import sha256_file
 from edgekd.package.bundle import BundleInputs, build_bundle
 from edgekd.package.dockerfiles import base_image
 from edgekd.package.tarball import write_tarball
-from edgekd.pipeline import Stage, StageContext, StageResult, library_versions, register_stage
+from edgekd.rundir import library_versions
+from edgekd.stage import Stage, StageContext, StageResult
 from edgekd.stages.common import checked_teacher, normalization_from_teacher_json
 from edgekd.targets import load_target
 
@@ -53,7 +54,6 @@ def _jetpack(config, profile) -> str | None:
     return wanted
 
 
-@register_stage
 class PackageStage(Stage):
     name = "package"
     config_keys = ("package", "target", "data", "seed")

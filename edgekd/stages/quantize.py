@@ -31,11 +31,11 @@ from edgekd.data.splits import subset_indices, take
 from edgekd.distill.trainer import evaluate, resolve_device
 from edgekd.io import atomic_write_json
 from edgekd.models.checkpoint import load_model_file
-from edgekd.pipeline import Stage, StageContext, StageResult, register_stage
 from edgekd.quant import prepare_int8
 from edgekd.quant.checkpoint import save_int8
 from edgekd.quant.qat import keep_better, qat_config, quantization_aware_kd
 from edgekd.quant.sensitivity import layer_sensitivity, mixed_precision
+from edgekd.stage import Stage, StageContext, StageResult
 from edgekd.stages.common import checked_teacher, normalization_from_teacher_json
 
 
@@ -53,7 +53,7 @@ def quantize_training_split(ctx: StageContext, data) -> tuple[Split, str]:
 def resolve_weight_bits(config) -> int:
     """``quantize.weight_bits``; ``auto`` is 7 for a CPU target whose CPU is x86 without VNNI (U8S8
     with 8-bit weights would saturate there, 7-bit weights keep the fast kernel exact:
-    edgekd/export/cpu_encoding.py), else 8."""
+    edgekd/runtimes/onnxruntime/int8_encoding.py), else 8."""
     bits = config.quantize.weight_bits
     if bits != "auto":
         return int(bits)
@@ -64,7 +64,6 @@ def resolve_weight_bits(config) -> int:
     return 7 if target.kind == "cpu" and isa.startswith("x86-64") and isa != "x86-64-vnni" else 8
 
 
-@register_stage
 class QuantizeStage(Stage):
     name = "quantize"
     config_keys = ("quantize", "distill", "data", "seed", "device")

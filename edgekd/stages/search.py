@@ -8,13 +8,17 @@ Writes ``search/trials.jsonl``, ``search/best_arch.json``, ``search/pareto.png``
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
+from typing import Any
 
 from edgekd.config import RunConfig, build_config, read_yaml
 from edgekd.data import augment_kwargs
 from edgekd.distill.trainer import resolve_device
 from edgekd.io import atomic_write_json
-from edgekd.pipeline import RunDir, Stage, StageContext, StageResult, register_stage
+from edgekd.rundir import RunDir
+from edgekd.stage import Stage, StageContext, StageResult
 from edgekd.stages.common import (
     checked_teacher,
     checked_teacher_for,
@@ -64,6 +68,7 @@ def build_search(config: RunConfig, run: RunDir, out_dir: Path, reporter=None):
         seed=config.seed,
         extra_zoo=[suggest_student(teacher.arch, data.input_shape)],
         run_dir=run.path,
+        trial_entry=evaluate_trial,
         **kwargs,
     )
 
@@ -75,7 +80,26 @@ def build_search_for_run(run_path: Path, out_dir: Path):
     return build_search(config, run, out_dir)
 
 
-@register_stage
+def evaluate_trial(model: Any, context: str) -> None:
+    """NNI trial entry point for the training-service engines (one process per trial): rebuilds the
+    proxy from the run directory, trains the candidate and appends to the shared journal."""
+    from edgekd.nas.journal import arch_key
+    from edgekd.nas.nni_space import report
+
+    ctx = json.loads(Path(context).read_text())
+    search = build_search_for_run(Path(ctx["run_dir"]), Path(ctx["journal"]).parent)
+    search.budget_ms = ctx["budget_ms"]
+    spec = model.arch_spec
+    done = search.journal.by_key("nas").get(arch_key(spec))
+    if done and done.get("status") == "trained":
+        report(done["proxy_top1"])
+        return
+    rec = search._score_and_record(
+        "nas", spec["name"], spec, search.cost(spec), strategy=search.config.strategy, pid=os.getpid()
+    )
+    report(rec["proxy_top1"])
+
+
 class SearchStage(Stage):
     name = "search"
     config_keys = ("data", "student", "search", "seed", "device", "target")

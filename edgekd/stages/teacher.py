@@ -9,7 +9,7 @@ from __future__ import annotations
 from edgekd.distill.trainer import evaluate, resolve_device
 from edgekd.io import atomic_write_json, sha256_file
 from edgekd.models import count_parameters
-from edgekd.pipeline import Stage, StageContext, StageResult, register_stage
+from edgekd.stage import Stage, StageContext, StageResult
 from edgekd.stages.common import (
     checked_teacher,
     checked_teacher_for,
@@ -20,7 +20,6 @@ from edgekd.stages.common import (
 )
 
 
-@register_stage
 class TeacherStage(Stage):
     name = "teacher"
     config_keys = ("data", "teacher", "seed", "device")

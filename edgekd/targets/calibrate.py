@@ -213,7 +213,7 @@ Timer = Callable[[Path, list[np.ndarray], int, int], float]
 def _ort_timer(threads: int | None, budget_s: float) -> Timer:
     import onnxruntime as ort
 
-    from edgekd.bench.host import physical_cores
+    from edgekd.host import physical_cores
 
     n_threads = threads or physical_cores()
 
@@ -332,7 +332,7 @@ def grid_build_plan(major: int, precision: str):
     """Grid models carry their precision in their types (:func:`typed_point_model`), so TensorRT 9 and
     later build them strongly typed with no precision flag; TensorRT 8 builds them weakly typed with
     the precision's flags (INT8 to honour the Q/DQ nodes, FP16 to allow FP16 kernels)."""
-    from edgekd.export.tensorrt import build_plan
+    from edgekd.runtimes.tensorrt.build import build_plan
 
     if major >= 9:
         return build_plan(major, int8=True, fp16=True)
@@ -341,8 +341,8 @@ def grid_build_plan(major: int, precision: str):
 
 def build_grid_engine(trt, logger, path: Path, precision: str) -> bytes:
     """Build the serialized engine of one grid model at ``precision`` with the TensorRT module ``trt``
-    (the same flags rules as the export: edgekd/export/tensorrt.py)."""
-    from edgekd.export.tensorrt import _major, network_flags, set_precision_flags
+    (the same flags rules as the export: edgekd/runtimes/tensorrt/build.py)."""
+    from edgekd.runtimes.tensorrt.build import _major, network_flags, set_precision_flags
 
     plan = grid_build_plan(_major(trt.__version__) or 0, precision)
     builder = trt.Builder(logger)
@@ -443,7 +443,7 @@ def run_profile(
     progress: Callable[[int, int, str], None] | None = None,
 ) -> LatencyTable:
     """Measure the grid on this machine for ``target`` and return the table (not yet written)."""
-    from edgekd.bench.host import host_description
+    from edgekd.host import host_description
     from edgekd.targets.registry import load_target
 
     profile = load_target(target)

@@ -191,7 +191,7 @@ def torch_to_onnx(model, input_shape: tuple[int, int, int], batch: int = 1) -> o
     """Export a PyTorch model to an in-memory ONNX model at a fixed batch (TorchScript exporter)."""
     import torch
 
-    from edgekd.export.prepare import cpu_eval_copy, supports_train
+    from edgekd.models.prepare import cpu_eval_copy, supports_train
 
     if input_shape is None:
         raise EdgekdError("estimating a PyTorch model needs input_shape=(C, H, W); pass the model's input shape")

@@ -119,7 +119,7 @@ def _simd_fp32_flops_per_cycle(flags: set[str]) -> tuple[int, str]:
 
 def host_cpu_figures() -> dict[str, Any]:
     """Peak FP32/INT8 throughput of this machine's CPU, estimated from /proc/cpuinfo (not measured)."""
-    from edgekd.bench.host import _cpuinfo_blocks, cpu_model, physical_cores
+    from edgekd.host import _cpuinfo_blocks, cpu_model, physical_cores
 
     blocks = _cpuinfo_blocks()
     flags = set((blocks[0].get("flags") or blocks[0].get("Features") or "").split()) if blocks else set()

@@ -84,7 +84,7 @@ class TargetProfile(BaseModel):
     cuda: list[str] = Field(default_factory=list)
     max_batch: int = Field(default=1, ge=1)
     # The instruction-set class of the CPU that runs the ONNX Runtime CPU flavour of INT8
-    # (edgekd/export/cpu_encoding.py): "host" = the machine edgekd runs on, read from its CPU flags.
+    # (edgekd/runtimes/onnxruntime/int8_encoding.py): "host" = the machine edgekd runs on, read from its CPU flags.
     cpu_isa: Literal["host", "x86-64-vnni", "x86-64-avx512", "x86-64-avx2", "x86-64", "arm64"] = "host"
     sources: dict[str, str] = Field(default_factory=dict)
 
@@ -126,6 +126,6 @@ class TargetProfile(BaseModel):
         """
         if self.kind == "cpu" and self.cpu_isa != "host":
             return self.cpu_isa, f"target profile {self.name}"
-        from edgekd.export.cpu_encoding import host_isa
+        from edgekd.runtimes.onnxruntime.int8_encoding import host_isa
 
         return host_isa(), "this host's CPU (CPUID)"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from edgekd.distill import functional as EF
-from edgekd.distill.methods import Method, register_method
+from edgekd.distill.methods.base import Method
 from edgekd.errors import EdgekdError
 
 
@@ -20,8 +20,8 @@ def paired_stages(student: dict, teacher: dict, method: str) -> tuple[list, list
     return list(s[-n:]), list(t[-n:])
 
 
-@register_method("at")
 class AT(Method):
+    name = "at"
     taps = ("stages",)
     default_weight = 1000.0
     kind = "feature"

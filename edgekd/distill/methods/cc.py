@@ -11,11 +11,11 @@ import torch
 
 from edgekd.distill import functional as EF
 from edgekd.distill.connectors import LinearEmbed
-from edgekd.distill.methods import Method, register_method
+from edgekd.distill.methods.base import Method
 
 
-@register_method("cc")
 class CC(Method):
+    name = "cc"
     taps = ("embedding",)
     default_weight = 0.02
     kind = "relation"

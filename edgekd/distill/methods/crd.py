@@ -8,11 +8,11 @@ from __future__ import annotations
 import torch
 
 from edgekd.distill.crd import CRDLoss
-from edgekd.distill.methods import Method, register_method
+from edgekd.distill.methods.base import Method
 
 
-@register_method("crd")
 class CRD(Method):
+    name = "crd"
     taps = ("embedding", "index")
     default_weight = 0.8
     kind = "contrastive"

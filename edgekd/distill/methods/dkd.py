@@ -8,11 +8,11 @@ from __future__ import annotations
 import torch
 
 from edgekd.distill import functional as EF
-from edgekd.distill.methods import Method, register_method
+from edgekd.distill.methods.base import Method
 
 
-@register_method("dkd")
 class DKD(Method):
+    name = "dkd"
     taps = ("logits",)
     default_weight = 1.0
     ce_weight = 1.0

@@ -9,7 +9,7 @@ import torch
 
 from edgekd.distill import functional as EF
 from edgekd.distill.connectors import ConvReg
-from edgekd.distill.methods import Method, register_method
+from edgekd.distill.methods.base import Method
 from edgekd.errors import EdgekdError
 
 
@@ -23,8 +23,8 @@ def stage_at(taps: dict, index: int, side: str, method: str) -> torch.Tensor:
     return stages[index]
 
 
-@register_method("fitnet")
 class FitNet(Method):
+    name = "fitnet"
     taps = ("stages",)
     default_weight = 100.0
     kind = "feature"

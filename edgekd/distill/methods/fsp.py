@@ -14,13 +14,13 @@ from torch import nn
 
 from edgekd.distill import functional as EF
 from edgekd.distill.connectors import ConvBN
-from edgekd.distill.methods import Method, register_method
 from edgekd.distill.methods.at import paired_stages
+from edgekd.distill.methods.base import Method
 from edgekd.errors import EdgekdError
 
 
-@register_method("fsp")
 class FSP(Method):
+    name = "fsp"
     taps = ("stages",)
     default_weight = 50.0
     kind = "feature"

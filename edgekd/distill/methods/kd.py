@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch
 
 from edgekd.distill import functional as EF
-from edgekd.distill.methods import Method, register_method
+from edgekd.distill.methods.base import Method
 
 
-@register_method("kd")
 class KD(Method):
+    name = "kd"
     taps = ("logits",)
     default_weight = 0.9  # 0.1 * CE + 0.9 * KD (RepDistiller / mdistiller)
     ce_weight = 0.1

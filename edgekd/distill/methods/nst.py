@@ -6,12 +6,12 @@ from __future__ import annotations
 import torch
 
 from edgekd.distill import functional as EF
-from edgekd.distill.methods import Method, register_method
 from edgekd.distill.methods.at import paired_stages
+from edgekd.distill.methods.base import Method
 
 
-@register_method("nst")
 class NST(Method):
+    name = "nst"
     taps = ("stages",)
     default_weight = 50.0
     kind = "feature"

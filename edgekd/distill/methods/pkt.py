@@ -6,11 +6,11 @@ from __future__ import annotations
 import torch
 
 from edgekd.distill import functional as EF
-from edgekd.distill.methods import Method, register_method
+from edgekd.distill.methods.base import Method
 
 
-@register_method("pkt")
 class PKT(Method):
+    name = "pkt"
     taps = ("embedding",)
     default_weight = 30000.0
     kind = "relation"

@@ -6,11 +6,11 @@ from __future__ import annotations
 import torch
 
 from edgekd.distill import functional as EF
-from edgekd.distill.methods import Method, register_method
+from edgekd.distill.methods.base import Method
 
 
-@register_method("rkd")
 class RKD(Method):
+    name = "rkd"
     taps = ("embedding",)
     default_weight = 1.0
     kind = "relation"

@@ -11,9 +11,9 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from edgekd.config import DistillConfig
 from edgekd.console import Reporter
 from edgekd.data import DataBundle, Normalization
+from edgekd.distill.config import DistillConfig
 from edgekd.errors import EdgekdError
 
 

@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgekd.config import DataFreeConfig
 from edgekd.console import Reporter
 from edgekd.data import Normalization, Split
+from edgekd.distill.config import DataFreeConfig
 from edgekd.distill.schemes.base import Scheme, SchemeJob, SchemeOutcome, methods_of, register_scheme, train_with
 from edgekd.errors import EdgekdError
 from edgekd.io import atomic_write

@@ -2,8 +2,7 @@
 
 Latency follows DESIGN.md: ONNX Runtime CPU timing varies from one InferenceSession to the next,
 so each model is timed in several fresh sessions, interleaved between models (A1 B1 A2 B2 ...),
-and the per-run times are pooled into medians and percentiles. ``host_description`` and
-``model_size`` live in their own files and are re-exported here for convenience.
+and the per-run times are pooled into medians and percentiles.
 """
 
 from __future__ import annotations
@@ -18,13 +17,12 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from edgekd.bench.host import host_description, physical_cores
-from edgekd.bench.model_size import model_size
 from edgekd.errors import EdgekdError
-from edgekd.export.cpu_encoding import host_model_source
-from edgekd.export.ort_infer import fixed_batch, input_dtype, run_onnx
+from edgekd.host import host_description, physical_cores
+from edgekd.runtimes.onnxruntime.infer import fixed_batch, input_dtype, run_onnx
+from edgekd.runtimes.onnxruntime.int8_encoding import host_model_source
 
-__all__ = ["evaluate_accuracy", "host_description", "make_session", "measure_latency", "model_size"]
+__all__ = ["evaluate_accuracy", "make_session", "measure_latency"]
 
 DEFAULT_PROVIDERS = ("CPUExecutionProvider",)
 

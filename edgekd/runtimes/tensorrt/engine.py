@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from edgekd.errors import EdgekdError
-from edgekd.export.tensorrt import tensorrt_available
+from edgekd.runtimes.tensorrt.build import tensorrt_available
 
 
 class _Engine:

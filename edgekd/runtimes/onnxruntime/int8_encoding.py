@@ -31,8 +31,6 @@ output channel, an upper bound of any pair MLAS may form whatever its packing or
 
 from __future__ import annotations
 
-import os
-import platform
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -40,87 +38,12 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
+from edgekd.host import ISA_DESCRIPTIONS, host_isa
+
 INT16_MAX = 32767
 U8_MAX = 255
 ENCODING_KEY = "edgekd.cpu_int8_encoding"  # ONNX metadata_props key the export writes
-VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "avx_vnni_int8")
 GUIDE = "ONNX Runtime quantization guide, 'When and why do I need to try U8U8?'"
-
-ISA_DESCRIPTIONS = {
-    "x86-64-vnni": "x86-64 with VNNI",
-    "x86-64-avx512": "x86-64 with AVX-512, no VNNI",
-    "x86-64-avx2": "x86-64 with AVX2, no VNNI",
-    "x86-64": "x86-64 without AVX2",
-    "arm64": "ARM64",
-    "unknown": "an unknown processor",
-}
-
-
-def isa_from_flags(flags: set[str] | frozenset[str], machine: str) -> str:
-    """The instruction-set class (a key of ``ISA_DESCRIPTIONS``) of a CPU with these /proc/cpuinfo flags."""
-    machine = machine.lower()
-    if machine in ("aarch64", "arm64"):
-        return "arm64"
-    if machine not in ("x86_64", "amd64"):
-        return "unknown"
-    if any(flag in flags for flag in VNNI_FLAGS):
-        return "x86-64-vnni"
-    if "avx512bw" in flags or "avx512f" in flags:
-        return "x86-64-avx512"
-    if "avx2" in flags:
-        return "x86-64-avx2"
-    return "x86-64"
-
-
-def host_cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
-    """The feature flags of this host's first CPU (x86 ``flags``, ARM ``Features``); empty if unknown."""
-    try:
-        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return frozenset()
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if sep and key.strip() in ("flags", "Features"):
-            return frozenset(value.split())
-    return frozenset()
-
-
-def _cpuid_features() -> frozenset[str] | None:
-    """x86 features as NumPy read them with CPUID at import (what ONNX Runtime's own dispatch sees,
-    also under an emulator), in /proc/cpuinfo spelling; None where NumPy does not say."""
-    try:
-        from numpy._core._multiarray_umath import __cpu_features__ as features
-    except ImportError:  # numpy < 2
-        try:
-            from numpy.core._multiarray_umath import __cpu_features__ as features
-        except ImportError:
-            return None
-    names = {"AVX2": "avx2", "AVX512F": "avx512f", "AVX512BW": "avx512bw", "AVX512VNNI": "avx512_vnni"}
-    if not any(features.get(k) is not None for k in names):
-        return None
-    return frozenset(flag for key, flag in names.items() if features.get(key))
-
-
-def host_isa() -> str:
-    """This host's instruction-set class.
-
-    ``EDGEKD_HOST_ISA`` (a key of ``ISA_DESCRIPTIONS``) overrides it. On x86 the CPUID bits NumPy
-    read decide, since /proc/cpuinfo can describe another CPU than the one running the code (QEMU
-    user mode shows the host's); ``avx_vnni`` (AVX-VNNI, which NumPy does not report) is taken from
-    /proc/cpuinfo only when that file agrees with CPUID about AVX-512.
-    """
-    forced = os.environ.get("EDGEKD_HOST_ISA")
-    if forced:
-        if forced not in ISA_DESCRIPTIONS:
-            raise ValueError(f"EDGEKD_HOST_ISA={forced!r} is not one of {', '.join(ISA_DESCRIPTIONS)}")
-        return forced
-    machine = platform.machine()
-    flags = host_cpu_flags()
-    cpuid = _cpuid_features() if machine.lower() in ("x86_64", "amd64") else None
-    if cpuid is not None:
-        agree = ("avx512f" in flags) == ("avx512f" in cpuid)
-        flags = cpuid | ({"avx_vnni"} & flags if agree else set())
-    return isa_from_flags(flags, machine)
 
 
 def u8s8_exact(isa: str, pair_bound: int) -> bool:

@@ -1,6 +1,6 @@
 """A TensorRT engine as a bench runtime (``--runtime tensorrt``).
 
-The engine runner itself is ``edgekd.bench.tensorrt_runtime`` (``run_engine(engine_path, x) ->
+The engine runner itself is ``edgekd.runtimes.tensorrt.engine`` (``run_engine(engine_path, x) ->
 logits`` and ``time_engine(engine_path, batch_size, runs, warmup)``). This file wires the runtime
 name to it and skips, with the reason, where it cannot run: no ``tensorrt`` package, no CUDA GPU,
 or no engine built on this machine (an engine only fits the GPU and TensorRT version
@@ -15,11 +15,11 @@ from collections.abc import Callable
 
 import numpy as np
 
-from edgekd.bench.runtimes import Candidate, Runner, Runtime, cuda_unavailable, register_runtime
+from edgekd.runtimes.base import Candidate, Runner, Runtime, cuda_unavailable
 
 
 def _engine_module():
-    return importlib.import_module("edgekd.bench.tensorrt_runtime")
+    return importlib.import_module("edgekd.runtimes.tensorrt.engine")
 
 
 class EngineRunner(Runner):
@@ -45,7 +45,6 @@ class EngineRunner(Runner):
         return [t / 1e3 for t in out["times_ms"]]
 
 
-@register_runtime
 class TensorRTEngine(Runtime):
     name = "tensorrt"
     device = "cuda"

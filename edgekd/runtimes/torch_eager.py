@@ -13,8 +13,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from edgekd.bench.runtimes import Candidate, ModelFiles, Runner, Runtime, cuda_unavailable, register_runtime
-from edgekd.export.prepare import cpu_eval_copy
+from edgekd.models.prepare import cpu_eval_copy
+from edgekd.runtimes.base import Candidate, ModelFiles, Runner, Runtime, cuda_unavailable
 
 
 class TorchRunner(Runner):
@@ -65,7 +65,6 @@ def _torch(models: ModelFiles, formats: tuple[str, ...]) -> list[Candidate]:
     return [Candidate(name, fmt, None) for fmt in formats for name in models.torch_models]
 
 
-@register_runtime
 class TorchCPU(Runtime):
     name = "torch"
 
@@ -78,7 +77,6 @@ class TorchCPU(Runtime):
         return TorchRunner(models.torch_models[candidate.model](), device="cpu", half=False)
 
 
-@register_runtime
 class TorchCUDA(Runtime):
     name = "torch-cuda"
     device = "cuda"

@@ -2,14 +2,15 @@
 
 A runtime turns a *candidate* (a model in one format: the teacher's FP32 ONNX, the student's
 INT8 ONNX, the student's PyTorch module in FP16 ...) into a *runner* that predicts and can be
-timed. The registry maps the names users pass to ``edgekd bench --runtime`` to classes:
+timed. ``edgekd/runtimes/registry.py`` maps the names users pass to ``edgekd bench --runtime``
+to the classes, which live with their runtime:
 
     onnxruntime            ONNX Runtime, CPU execution provider (FP32 and INT8 ONNX)
     onnxruntime-cuda       ONNX Runtime, CUDA execution provider (FP32 ONNX)
     onnxruntime-tensorrt   ONNX Runtime, TensorRT execution provider (FP32 and TensorRT-flavour INT8 ONNX)
     torch                  PyTorch eager on the CPU (FP32)
     torch-cuda             PyTorch eager on a CUDA GPU (FP32 and FP16)
-    tensorrt               a TensorRT engine (edgekd.bench.tensorrt_runtime)
+    tensorrt               a TensorRT engine (edgekd/runtimes/tensorrt/)
 
 A runtime that cannot run on this machine (no GPU, no provider, no tensorrt) says why in one line
 (``unavailable()``); the stage records it as skipped instead of failing.
@@ -24,7 +25,6 @@ from typing import ClassVar
 
 import numpy as np
 
-_RUNTIMES: dict[str, type[Runtime]] = {}
 # Names are listed here (not only by registration) so that config validation needs no heavy import.
 RUNTIME_NAMES = ("onnxruntime", "onnxruntime-cuda", "onnxruntime-tensorrt", "torch", "torch-cuda", "tensorrt")
 
@@ -94,25 +94,6 @@ class Runtime:
 
     def open(self, candidate: Candidate, models: ModelFiles, *, threads: int | None) -> Runner:
         raise NotImplementedError
-
-
-def register_runtime(cls: type[Runtime]) -> type[Runtime]:
-    if cls.name not in RUNTIME_NAMES:
-        raise ValueError(f"runtime {cls.name!r} is not listed in RUNTIME_NAMES")
-    _RUNTIMES[cls.name] = cls
-    return cls
-
-
-def get_runtime(name: str) -> Runtime:
-    import edgekd.bench.ort_runtimes  # noqa: F401  (registration)
-    import edgekd.bench.tensorrt_engine  # noqa: F401
-    import edgekd.bench.torch_runtimes  # noqa: F401
-
-    if name not in _RUNTIMES:
-        from edgekd.errors import EdgekdError
-
-        raise EdgekdError(f"unknown runtime {name!r}; choose from {', '.join(RUNTIME_NAMES)}")
-    return _RUNTIMES[name]()
 
 
 def cuda_unavailable() -> str | None:

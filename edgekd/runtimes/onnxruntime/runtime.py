@@ -14,11 +14,11 @@ from collections.abc import Callable
 import numpy as np
 import onnxruntime as ort
 
-from edgekd.bench.host import physical_cores
-from edgekd.bench.onnxruntime_runtime import make_session
-from edgekd.bench.runtimes import Candidate, ModelFiles, Runner, Runtime, cuda_unavailable, register_runtime
 from edgekd.errors import EdgekdError
-from edgekd.export.ort_infer import fixed_batch, input_dtype, run_onnx
+from edgekd.host import physical_cores
+from edgekd.runtimes.base import Candidate, ModelFiles, Runner, Runtime, cuda_unavailable
+from edgekd.runtimes.onnxruntime.infer import fixed_batch, input_dtype, run_onnx
+from edgekd.runtimes.onnxruntime.session import make_session
 
 
 class OrtRunner(Runner):
@@ -72,7 +72,6 @@ def _provider_missing(provider: str) -> str | None:
     return None
 
 
-@register_runtime
 class OnnxRuntimeCPU(Runtime):
     name = "onnxruntime"
 
@@ -92,7 +91,6 @@ class OnnxRuntimeCPU(Runtime):
         return OrtRunner(candidate, threads=threads, providers=["CPUExecutionProvider"])
 
 
-@register_runtime
 class OnnxRuntimeCUDA(Runtime):
     name = "onnxruntime-cuda"
     device = "cuda"
@@ -107,7 +105,6 @@ class OnnxRuntimeCUDA(Runtime):
         return OrtRunner(candidate, threads=threads, providers=["CUDAExecutionProvider"])
 
 
-@register_runtime
 class OnnxRuntimeTensorRT(Runtime):
     name = "onnxruntime-tensorrt"
     device = "cuda"

@@ -1,0 +1,1 @@
+"""ONNX Runtime: sessions, inference, the CPU flavour's INT8 encoding, bench runtimes."""
