@@ -137,6 +137,24 @@ def test_crd_memory_bank_negatives_and_state():
     assert {"loss.memory.memory_s", "loss.memory.memory_t", "loss.memory.z"} <= set(method.state_dict())
 
 
+def test_crd_negatives_scale_with_the_dataset():
+    """K/N stays at the reference's 16384/50000 unless nce_k is given (then clipped to N - 1)."""
+    from edgekd.distill.crd import scaled_k
+
+    assert scaled_k(50000) == 16384  # CIFAR-100's training set: the reference itself
+    assert scaled_k(10000) == 3277 and scaled_k(100) == 33
+    assert scaled_k(2) == 1 and scaled_k(3) == 1
+    assert scaled_k(10000, 16384) == 9999 and scaled_k(10000, 500) == 500
+    labels = torch.arange(10000) % 10
+    method = build_method("crd")
+    method.bind({"embedding": torch.randn(4, 16)}, {"embedding": torch.randn(4, 24)}, BindInfo(10000, labels))
+    assert method.loss.k == 3277 and method.loss.memory.k == 3277
+    idx = torch.tensor([0, 1, 2, 3])
+    assert method.loss.sample(idx, labels[idx]).shape == (4, 3278)
+    with pytest.raises(EdgekdError, match="nce_k >= 1 or unset"):
+        build_method("crd", {"nce_k": 0})
+
+
 def test_crd_nce_loss_by_hand():
     from edgekd.distill.crd import nce_loss
 
