@@ -129,3 +129,24 @@ def test_teacher_taps_leave_inference_mode():
     assert not out["logits"].is_inference() and not out["stages"][0].is_inference()
     head = torch.nn.Linear(3, 2)
     head(out["logits"]).sum().backward()  # autograd may save it (CRD's teacher-side head)
+
+
+def test_cli_speed_flags_reach_the_config(cli, tmp_path):
+    """--precision/--channels-last/--compile are distill.* settings; a bad precision is one line, exit 2."""
+    from edgekd.cli import _speed_overrides
+
+    assert _speed_overrides("bf16", True, True) == {
+        "distill.precision": "bf16",
+        "distill.channels_last": True,
+        "distill.compile": True,
+    }
+    assert _speed_overrides(None, None, False) == {
+        "distill.precision": None,
+        "distill.channels_last": None,
+        "distill.compile": None,
+    }
+    teacher = tmp_path / "t.pt"
+    teacher.write_bytes(b"")
+    result = cli("compress", "--teacher", teacher, "--precision", "int8", "--out", tmp_path / "run")
+    assert result.exit_code == 2 and "distill.precision: 'int8' is not allowed" in result.output
+    assert "Traceback" not in result.output
