@@ -185,6 +185,12 @@ def main() -> None:
     ap.add_argument(
         "--ramp-epochs", type=float, default=RAMP_EPOCHS, help=f"warm-up of the ramp rows (default {RAMP_EPOCHS:g})"
     )
+    ap.add_argument(
+        "--results",
+        default="kd_cifar10",
+        help="name of the results files under benchmarks/results/ (default kd_cifar10: the full table; use "
+        "another name for a subset of rows so the full table is not replaced by it)",
+    )
     args = ap.parse_args()
     budget = dict(SMOKE if args.smoke else BUDGET)
     for key, value in (
@@ -502,6 +508,8 @@ def write_results(budget, teacher_info, runs, skipped, wall, args, data) -> None
         "Command: `python benchmarks/kd_cifar10.py --seeds "
         + " ".join(map(str, args.seeds))
         + (f" --ramp-epochs {args.ramp_epochs:g}" if args.ramp_epochs != RAMP_EPOCHS else "")
+        + (" --rows " + " ".join(f"'{r}'" for r in args.rows) if args.rows else "")
+        + (f" --results {args.results}" if args.results != "kd_cifar10" else "")
         + "".join(
             f" --{flag} {budget[key]}"
             for flag, key in (
@@ -516,9 +524,9 @@ def write_results(budget, teacher_info, runs, skipped, wall, args, data) -> None
         "",
     ]
     out = ROOT / "benchmarks" / "results"
-    atomic_write_text(out / "kd_cifar10.md", "\n".join(lines))
+    atomic_write_text(out / f"{args.results}.md", "\n".join(lines))
     atomic_write_json(
-        out / "kd_cifar10.json",
+        out / f"{args.results}.json",
         {
             "budget": budget,
             "teacher": teacher_info,
