@@ -8,13 +8,14 @@ fp32, fp32-cl, bf16, bf16-cl on every device; fp16-cl, fp32-compile and bf16-cl-
 only (fp16 needs CUDA; compiling on a 2-core CPU takes minutes per model and configuration).
 
 Throughput: for each student (default resnet20, mobilenetv2: the issue's pair) and each mode, the real
-``edgekd.distill.trainer.train`` runs 1 + ``--repeats`` epochs of ``--steps`` steps at batch
-``--batch`` on CIFAR-10 images (crop + flip), once with CE alone and once with KD from a resnet32
-teacher (0.1 CE + 0.9 KD, T 4; randomly initialised: speed does not depend on its weights). The first
-epoch is warm-up (oneDNN/cuDNN kernel selection, compilation) and is not counted; images per second is
-the median over the other epochs (the validation split is 8 images, so evaluation is a negligible share).
-KD overhead is KD's time per image over the student alone's, in the same mode. Speed-up is against fp32
-in the same column.
+``edgekd.distill.trainer.train`` runs 2 epochs of ``--steps`` steps at batch ``--batch`` on CIFAR-10
+images (crop + flip), once with CE alone and once with KD from a resnet32 teacher (0.1 CE + 0.9 KD,
+T 4; randomly initialised: speed does not depend on its weights). The first epoch is warm-up
+(oneDNN/cuDNN kernel selection, compilation) and is not counted; the second is timed (the validation
+split is 8 images, so evaluation is a negligible share). This repeats ``--repeats`` times with the
+modes interleaved (round-robin), so that load from other processes hits every mode alike, and the
+table reports the median. KD overhead is KD's time per image over the student alone's, in the same
+mode. Speed-up is against fp32 in the same column.
 
 Accuracy: resnet8 alone (CE) trained for ``--acc-epochs`` epochs on ``--acc-samples`` CIFAR-10 images,
 top-1 on ``--acc-val`` test images, in fp32, fp32-cl and bf16-cl (+ fp16-cl on CUDA), seeds
@@ -60,12 +61,12 @@ def parse_mode(mode: str) -> dict:
 
 
 def throughput(data, norm, aug, device, student_arch, teacher_arch, mode, kd, args) -> dict:
-    """Images per second of the trainer in ``mode``: the median over the epochs after the first."""
+    """Images per second of the trainer in ``mode``, timed on the second of two epochs."""
     torch.manual_seed(0)
     student = create_model(student_arch, num_classes=10, in_channels=3)
     teacher = create_model(teacher_arch, num_classes=10, in_channels=3) if kd else None
     cfg = DistillConfig(
-        epochs=1 + args.repeats,
+        epochs=2,
         batch_size=args.batch,
         lr=0.05,
         schedule="constant",
@@ -77,11 +78,8 @@ def throughput(data, norm, aug, device, student_arch, teacher_arch, mode, kd, ar
     setup = TrainSetup(student, data["train"], data["val"], norm, cfg, 0, device, teacher, methods, aug)
     t0 = time.perf_counter()
     result = train(setup)
-    images = args.steps * args.batch
-    per_epoch = [images / r["seconds"] for r in result["history"][1:]]
     return {
-        "images_per_s": statistics.median(per_epoch),
-        "epochs_images_per_s": per_epoch,
+        "images_per_s": args.steps * args.batch / result["history"][1]["seconds"],
         "warmup_s": result["history"][0]["seconds"],
         "wall_s": time.perf_counter() - t0,
     }
@@ -109,7 +107,7 @@ def main() -> None:
     ap.add_argument("--modes", nargs="+", default=None, help=f"default CPU {CPU_MODES}, CUDA {CUDA_MODES}")
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--steps", type=int, default=4, help="steps per epoch")
-    ap.add_argument("--repeats", type=int, default=3, help="timed epochs after the warm-up epoch")
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved repeats of every measurement")
     ap.add_argument("--acc-epochs", type=int, default=2)
     ap.add_argument("--acc-samples", type=int, default=4000)
     ap.add_argument("--acc-val", type=int, default=2000)
@@ -126,13 +124,19 @@ def main() -> None:
     aug = augment_kwargs(AugmentConfig(), full.input_shape)
     data = {"train": take(full.train, np.arange(args.steps * args.batch)), "val": take(full.val, np.arange(8))}
 
-    runs: dict[str, dict] = {}
-    for student in args.students:
-        for kd in (False, True):
-            for mode in modes:
-                key = f"{student}|{'kd' if kd else 'alone'}|{mode}"
-                runs[key] = throughput(data, norm, aug, device, student, args.teacher, mode, kd, args)
-                print(f"{key}: {runs[key]['images_per_s']:.1f} images/s (warm-up epoch {runs[key]['warmup_s']:.1f}s)")
+    samples: dict[str, list[dict]] = {}
+    for rep in range(args.repeats):
+        for student in args.students:
+            for kd in (False, True):
+                for mode in modes:  # round-robin: every mode sees the same background load
+                    key = f"{student}|{'kd' if kd else 'alone'}|{mode}"
+                    r = throughput(data, norm, aug, device, student, args.teacher, mode, kd, args)
+                    samples.setdefault(key, []).append(r)
+                    print(f"repeat {rep + 1}: {key}: {r['images_per_s']:.1f} images/s", flush=True)
+    runs = {
+        key: {"images_per_s": statistics.median(r["images_per_s"] for r in rs), "samples": rs}
+        for key, rs in samples.items()
+    }
     acc_modes = [m for m in ("fp32", "fp32-cl", "bf16-cl", "fp16-cl") if device.type == "cuda" or "fp16" not in m]
     acc: dict[str, dict[int, float]] = {}
     for seed in args.acc_seeds:
@@ -155,10 +159,11 @@ def write_results(args, device, modes, runs, acc, wall) -> None:
         "",
         f"Device: {_device_name(device)}; {args.threads} torch CPU thread(s); torch {torch.__version__}, Python "
         f"{platform.python_version()}. Batch {args.batch}, CIFAR-10 32x32 with crop + flip, SGD; the real trainer "
-        f"(`edgekd.distill.trainer.train`), {args.steps} steps per epoch, 1 warm-up epoch then the median of "
-        f"{args.repeats} epochs. KD: teacher {args.teacher} (0.1 CE + 0.9 KD, T 4), its forward pass under "
-        "inference_mode. Modes: precision (autocast), `-cl` channels_last, `-compile` torch.compile. Speed-up: "
-        "against fp32 in the same column; KD overhead: KD's time per image over the student alone's, same mode.",
+        f"(`edgekd.distill.trainer.train`), {args.steps} steps per epoch, 1 warm-up epoch then 1 timed epoch, "
+        f"median of {args.repeats} repeats with the modes interleaved. KD: teacher {args.teacher} (0.1 CE + 0.9 KD, "
+        "T 4), its forward pass under inference_mode. Modes: precision (autocast), `-cl` channels_last, "
+        "`-compile` torch.compile. Speed-up: against fp32 in the same column; KD overhead: KD's time per image "
+        "over the student alone's, same mode.",
         "",
         "| student | mode | student alone (img/s) | speed-up | KD (img/s) | speed-up | KD overhead (x) |",
         "|---|---|---:|---:|---:|---:|---:|",
