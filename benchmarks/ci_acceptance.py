@@ -47,8 +47,8 @@ def main() -> None:
     args = ap.parse_args()
     from junitparser import Failure, JUnitXml
 
-    from edgekd.host import cpu_model, physical_cores
     from edgekd.data import load_data
+    from edgekd.host import cpu_model, physical_cores
     from edgekd.package.bundle import verify_bundle
     from edgekd.package.tarball import safe_extract
 

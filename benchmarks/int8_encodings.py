@@ -37,13 +37,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edgekd.bench import host_description  # noqa: E402
-from edgekd.runtimes.onnxruntime.session import measure_latency  # noqa: E402
 from edgekd.data import BatchIterator, load_data  # noqa: E402
-from edgekd.runtimes.onnxruntime.int8_encoding import ENCODING_KEY, ISA_DESCRIPTIONS, apply_encoding, host_isa  # noqa: E402
 from edgekd.export.int8_onnx import export_fp32_folded, export_int8  # noqa: E402
 from edgekd.models import create_model  # noqa: E402
 from edgekd.quant import prepare_int8  # noqa: E402
 from edgekd.quant.checkpoint import load_int8  # noqa: E402
+from edgekd.runtimes.onnxruntime.int8_encoding import ENCODING_KEY, ISA_DESCRIPTIONS, apply_encoding, host_isa  # noqa: E402
+from edgekd.runtimes.onnxruntime.session import measure_latency  # noqa: E402
 from edgekd.stages.common import normalization_from_teacher_json  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"

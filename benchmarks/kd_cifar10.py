@@ -21,6 +21,19 @@ Budget adaptations, said plainly: DKD's warm-up is scaled with the budget (mdist
 epochs, here 20/240 of the student epochs rounded up: 2 at 15 epochs) and uses beta 2, mdistiller's
 setting for CIFAR ResNet pairs (resnet56 ->
 resnet20, resnet110 -> resnet32); every other row uses the reference settings unchanged.
+
+Warm-up ramp rows (issue 19): at the reference weights AT, RKD and CRD outweigh CE many times over
+at the start and fall below the vanilla student under a short budget. The rows marked "ramp" train
+the same method with ``distill.feature_warmup_epochs`` = ``--ramp-epochs`` (default 2): its weight
+grows linearly per step from 0 to the reference weight over those epochs
+(``edgekd.distill.trainer.ramp_factor``); the reference-setting rows stay beside them. CRD's
+negatives: the reference draws K = 16384 from 50,000 images; edgekd now keeps that K/N (0.33) on any
+set (3,277 on 10,000). The row "CRD (0.8)" keeps the earlier setting, K = 16384 clipped to N - 1
+(9,999: K/N 1.0), labelled so; the "K/N 0.33" rows use the scaled default.
+
+Recorded runs: a run missing from benchmarks/work/ is taken from the previous results file
+(``benchmarks/results/kd_cifar10.json``) when that file's budget, teacher top-1 and the row's
+methods and CE weight are the same (the run would be recomputed identically), and it says so.
 """
 
 from __future__ import annotations
@@ -42,6 +55,7 @@ sys.path.insert(0, str(ROOT))
 from edgekd.bench import host_description  # noqa: E402
 from edgekd.config import AugmentConfig, DistillConfig, MethodConfig  # noqa: E402
 from edgekd.data import Split, augment_kwargs, compute_normalization, load_data  # noqa: E402
+from edgekd.distill.crd import scaled_k  # noqa: E402
 from edgekd.distill.methods import build_method, default_ce_weight, method_class, method_names  # noqa: E402
 from edgekd.distill.trainer import TrainSetup, evaluate, train  # noqa: E402
 from edgekd.io import atomic_write_json, atomic_write_text  # noqa: E402
@@ -71,8 +85,21 @@ def _m(name: str, weight: float | None = None, **params: Any) -> MethodConfig:
     )
 
 
-def _row(kind: str, methods: list[tuple[str, float | None, dict]] | None = None, scheme: str | None = None, **kw):
-    return {"kind": kind, "methods": methods or [], "scheme": scheme, **kw}
+def _row(
+    kind: str,
+    methods: list[tuple[str, float | None, dict]] | None = None,
+    scheme: str | None = None,
+    setting: str = "reference",
+    ramp: bool = False,
+    **kw,
+):
+    """A row: ``setting`` labels it in the table; ``ramp`` trains with distill.feature_warmup_epochs =
+    --ramp-epochs; ``recorded_as`` (optional) is the methods list under which the previous results
+    file recorded the same computation (before a default changed)."""
+    return {"kind": kind, "methods": methods or [], "scheme": scheme, "setting": setting, "ramp": ramp, **kw}
+
+
+RAMP_EPOCHS = 2.0
 
 
 # Rows: name -> what to train. ``methods`` entries are (method, weight or None for the reference
@@ -83,11 +110,22 @@ METHODS: dict[str, dict[str, Any]] = {
     "DKD (alpha 1, beta 2, T 4)": _row("response", [("dkd", None, {"alpha": 1.0, "beta": 2.0, "T": 4.0, "warmup": 2})]),
     "FitNet (100)": _row("feature", [("fitnet", None, {})]),
     "AT (1000)": _row("feature", [("at", None, {})]),
+    "AT (1000) + ramp": _row("feature", [("at", None, {})], setting="ramp", ramp=True),
     "SP (3000)": _row("relation", [("sp", None, {})]),
     "RKD (1; 25 dist, 50 angle)": _row("relation", [("rkd", None, {})]),
+    "RKD (1; 25 dist, 50 angle) + ramp": _row("relation", [("rkd", None, {})], setting="ramp", ramp=True),
     "PKT (30000)": _row("relation", [("pkt", None, {})]),
     "NST (50)": _row("feature", [("nst", None, {})]),
-    "CRD (0.8)": _row("contrastive", [("crd", None, {})]),
+    # nce_k 16384 on 10,000 images is clipped to 9,999: the setting of the earlier table, recorded then
+    # with params {} (the default K was 16384 before it scaled with the dataset).
+    "CRD (0.8)": _row(
+        "contrastive",
+        [("crd", None, {"nce_k": 16384})],
+        setting="reference K 16384, clipped to N-1 (K/N 1.0)",
+        recorded_as=[{"name": "crd", "weight": 0.8, "params": {}}],
+    ),
+    "CRD (0.8; K/N 0.33)": _row("contrastive", [("crd", None, {})], setting="K scaled to K/N 0.33"),
+    "CRD (0.8; K/N 0.33) + ramp": _row("contrastive", [("crd", None, {})], setting="K/N 0.33 + ramp", ramp=True),
     "DML (2 peers, no teacher)": _row("online scheme", scheme="dml"),
     "self-distillation (BYOT)": _row("self scheme", scheme="byot"),
     "KD + AT + RKD (0.9, 1000, 1; CE 1)": _row("combination", [("kd", None, {}), ("at", None, {}), ("rkd", None, {})]),
@@ -144,6 +182,15 @@ def main() -> None:
     ap.add_argument("--train-samples", type=int, default=None, help=f"default {BUDGET['train_samples']}")
     ap.add_argument("--epochs", type=int, default=None, help=f"student epochs (default {BUDGET['student_epochs']})")
     ap.add_argument("--teacher-epochs", type=int, default=None, help=f"default {BUDGET['teacher_epochs']}")
+    ap.add_argument(
+        "--ramp-epochs", type=float, default=RAMP_EPOCHS, help=f"warm-up of the ramp rows (default {RAMP_EPOCHS:g})"
+    )
+    ap.add_argument(
+        "--results",
+        default="kd_cifar10",
+        help="name of the results files under benchmarks/results/ (default kd_cifar10: the full table; use "
+        "another name for a subset of rows so the full table is not replaced by it)",
+    )
     args = ap.parse_args()
     budget = dict(SMOKE if args.smoke else BUDGET)
     for key, value in (
@@ -224,13 +271,19 @@ def main() -> None:
         for name, row in rows.items():
             if name in skipped:
                 continue
-            key = f"{name}-seed{seed}"
+            key = f"{name}-seed{seed}" + (f"-ramp{args.ramp_epochs:g}" if row["ramp"] else "")
             cache = work / ("".join(c if c.isalnum() else "_" for c in key) + ".json")
             if cache.is_file():
                 runs.setdefault(name, {})[seed] = json.loads(cache.read_text())
                 continue
+            recorded = recorded_run(name, row, seed, budget, teacher_info)
+            if recorded is not None:
+                print(f"student: {name}, seed {seed}: the run recorded in {PREVIOUS.name} (same settings)", flush=True)
+                runs.setdefault(name, {})[seed] = recorded
+                continue
             print(f"student: {name}, seed {seed}", flush=True)
-            record = run_row(row, budget, seed, teacher, data, norm, aug, device, setup, n_classes, channels, work)
+            ramp = args.ramp_epochs if row["ramp"] else 0.0
+            record = run_row(row, budget, seed, teacher, data, norm, aug, device, setup, n_classes, channels, ramp)
             print(
                 f"  -> {100 * record['top1']:.2f}% in {record['seconds']:.0f}s "
                 f"({record['seconds_per_epoch']:.1f}s/epoch)",
@@ -246,9 +299,34 @@ def main() -> None:
     write_results(budget, teacher_info, runs, skipped, wall, args, data)
 
 
-def run_row(row, budget, seed, teacher, data, norm, aug, device, setup, n_classes, channels, work) -> dict:
+PREVIOUS = ROOT / "benchmarks" / "results" / "kd_cifar10.json"
+_previous: dict | None = None
+
+
+def recorded_run(name: str, row: dict, seed: int, budget: dict, teacher_info: dict) -> dict | None:
+    """The run of row ``name`` and ``seed`` in the previous results file, if it was made with this
+    budget, a teacher of the same top-1 and the row's methods and CE weight; else None."""
+    global _previous
+    if _previous is None:
+        _previous = json.loads(PREVIOUS.read_text()) if PREVIOUS.is_file() else {}
+    prev = _previous
+    run = prev.get("runs", {}).get(name, {}).get(str(seed))
+    if run is None or prev.get("budget") != budget or row["ramp"]:
+        return None
+    if prev.get("teacher", {}).get("top1") != teacher_info.get("top1"):
+        return None
+    methods = [_m(n, w, **p).model_dump() for n, w, p in row["methods"]]
+    if run.get("methods") not in (methods, row.get("recorded_as")):
+        return None
+    if run.get("ce_weight") != default_ce_weight([m["name"] for m in methods]):
+        return None
+    return {**run, "recorded": PREVIOUS.name}
+
+
+def run_row(row, budget, seed, teacher, data, norm, aug, device, setup, n_classes, channels, ramp=0.0) -> dict:
     methods_cfg = [_m(n, w, **p) for n, w, p in row["methods"]]
-    cfg = _config(budget, budget["student_epochs"], default_ce_weight([m.name for m in methods_cfg]), methods_cfg)
+    ce = default_ce_weight([m.name for m in methods_cfg])
+    cfg = _config(budget, budget["student_epochs"], ce, methods_cfg, feature_warmup_epochs=ramp)
 
     def new_student():
         torch.manual_seed(seed)
@@ -291,6 +369,7 @@ def run_row(row, budget, seed, teacher, data, norm, aug, device, setup, n_classe
         "val_samples": len(data.val),
         "ce_weight": cfg.ce_weight,
         "methods": [m.model_dump() for m in methods_cfg],
+        "feature_warmup_epochs": ramp,
     }
 
 
@@ -331,15 +410,15 @@ def print_estimate(runs, teacher_info, skipped, data, args) -> None:
     print(
         f"Teacher ({BUDGET['teacher']}, {BUDGET['teacher_epochs']} epochs, once): ~{teacher_min:.0f} min. "
         f"Students, {len(runs)} rows x {seeds} seeds: ~{total:.0f} min ({total / 60:.1f} h); skipped here (add "
-        f"their cost): {', '.join(skipped) or 'none'}. CRD's K is clipped to the smoke set's size, so its "
-        "estimate is low."
+        f"their cost): {', '.join(skipped) or 'none'}. CRD's K scales with the set (or is clipped to it), so "
+        "its estimate is low."
     )
 
 
 def _threads_note(runs: dict, default: int) -> str:
     used = sorted({r.get("threads", default) for per_seed in runs.values() for r in per_seed.values()})
     if used == [1]:
-        return "1 torch thread per run (the seeds ran as parallel processes on the 2 cores, so wall times are shared)"
+        return "1 torch thread per run (other processes shared the 2 cores, so wall times are upper bounds)"
     return f"{'/'.join(map(str, used or [default]))} torch thread(s) per run"
 
 
@@ -350,6 +429,7 @@ def _stats(values: list[float]) -> tuple[float, float]:
 
 def write_results(budget, teacher_info, runs, skipped, wall, args, data) -> None:
     host = host_description()
+    n_train = len(data.train)
     base_name = next(iter(METHODS))
     complete = {n: r for n, r in runs.items() if all(s in r for s in args.seeds)}
     base = [complete[base_name][s]["top1"] for s in args.seeds] if base_name in complete else None
@@ -364,12 +444,16 @@ def write_results(budget, teacher_info, runs, skipped, wall, args, data) -> None
         f"epoch (RepDistiller's convention), seeds {args.seeds}. Weights are the references' (REFERENCES.md) with "
         "CE weight 1, except KD alone (0.1 CE + 0.9 KD); DKD: beta 2 (mdistiller's CIFAR-ResNet setting), warm-up "
         f"scaled to {METHODS['DKD (alpha 1, beta 2, T 4)']['methods'][0][2]['warmup']} epoch(s) (20/240 of the budget, "
-        "rounded up).",
+        'rounded up). Setting "ramp": distill.feature_warmup_epochs = '
+        f"{args.ramp_epochs:g} (the weight grows linearly per step from 0 to the reference weight over the first "
+        f'{args.ramp_epochs:g} epochs), beside the reference-setting row of the same method. CRD: "K/N 0.33" keeps '
+        f"the reference's 16384 negatives per 50,000 images ({scaled_k(n_train):,} here); the reference-setting row "
+        f"clips K 16384 to N-1 = {scaled_k(n_train, 16384):,}.",
         "",
-        "| method | knowledge | "
+        "| method | knowledge | setting | "
         + " | ".join(f"seed {s}" for s in args.seeds)
         + " | mean ± std | gain vs vanilla (mean ± std) | wall time per run (s) |",
-        "|---|---|" + "---:|" * (len(args.seeds) + 3),
+        "|---|---|---|" + "---:|" * (len(args.seeds) + 3),
     ]
     verdicts = []
     for name, per_seed in complete.items():
@@ -383,12 +467,15 @@ def write_results(budget, teacher_info, runs, skipped, wall, args, data) -> None
             verdicts.append((name, gmean, spread))
         secs = statistics.fmean(per_seed[s]["seconds"] for s in args.seeds)
         lines.append(
-            f"| {name} | {METHODS[name]['kind']} | "
+            f"| {name} | {METHODS[name]['kind']} | {METHODS[name]['setting']} | "
             + " | ".join(f"{100 * v:.2f}" for v in vals)
             + f" | {100 * mean:.2f} ± {100 * sd:.2f} | {gain} | {secs:.0f} |"
         )
     for name, why in skipped.items():
-        lines.append(f"| {name} | {METHODS[name]['kind']} | skipped: {why} |" + " |" * (len(args.seeds) + 2))
+        lines.append(
+            f"| {name} | {METHODS[name]['kind']} | {METHODS[name]['setting']} | skipped: {why} |"
+            + " |" * (len(args.seeds) + 2)
+        )
     lines.append("")
     if base is not None:
         gap = teacher_info["top1"] - _stats(base)[0]
@@ -402,6 +489,13 @@ def write_results(budget, teacher_info, runs, skipped, wall, args, data) -> None
         lines.append(
             f"Did not help under this budget (gain within the seed spread, or a loss): {', '.join(no_help) or 'none'}."
         )
+    recorded = sorted({n for n, per_seed in complete.items() for r in per_seed.values() if r.get("recorded")})
+    if recorded:
+        lines.append(
+            f"Taken from the previous {PREVIOUS.name} (same budget, same teacher top-1, same settings; not rerun): "
+            + ", ".join(recorded)
+            + f"; they ran on {_previous.get('host', {}).get('cpu', 'an unrecorded machine')}."
+        )
     lines += [
         "",
         f"Wall time: {wall / 60:.1f} min for this invocation (cached runs excluded); teacher "
@@ -413,6 +507,9 @@ def write_results(budget, teacher_info, runs, skipped, wall, args, data) -> None
         "",
         "Command: `python benchmarks/kd_cifar10.py --seeds "
         + " ".join(map(str, args.seeds))
+        + (f" --ramp-epochs {args.ramp_epochs:g}" if args.ramp_epochs != RAMP_EPOCHS else "")
+        + (" --rows " + " ".join(f"'{r}'" for r in args.rows) if args.rows else "")
+        + (f" --results {args.results}" if args.results != "kd_cifar10" else "")
         + "".join(
             f" --{flag} {budget[key]}"
             for flag, key in (
@@ -427,9 +524,9 @@ def write_results(budget, teacher_info, runs, skipped, wall, args, data) -> None
         "",
     ]
     out = ROOT / "benchmarks" / "results"
-    atomic_write_text(out / "kd_cifar10.md", "\n".join(lines))
+    atomic_write_text(out / f"{args.results}.md", "\n".join(lines))
     atomic_write_json(
-        out / "kd_cifar10.json",
+        out / f"{args.results}.json",
         {
             "budget": budget,
             "teacher": teacher_info,

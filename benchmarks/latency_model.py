@@ -42,10 +42,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edgekd.bench import host_description  # noqa: E402
-from edgekd.runtimes.onnxruntime.session import make_session  # noqa: E402
 from edgekd.export.onnx_export import export_onnx  # noqa: E402
 from edgekd.io import atomic_write_json, atomic_write_text  # noqa: E402
 from edgekd.models import create_model  # noqa: E402
+from edgekd.runtimes.onnxruntime.session import make_session  # noqa: E402
 from edgekd.targets.graph_cost import torch_to_onnx  # noqa: E402
 from edgekd.targets.latency import estimate_latency  # noqa: E402
 from edgekd.targets.lut import load_table  # noqa: E402

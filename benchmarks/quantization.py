@@ -45,7 +45,6 @@ from edgekd.config import AugmentConfig, TeacherTrainConfig  # noqa: E402
 from edgekd.data import BatchIterator, augment_kwargs, compute_normalization, load_data  # noqa: E402
 from edgekd.data.splits import subset_indices, take  # noqa: E402
 from edgekd.distill.trainer import TrainSetup, evaluate, train  # noqa: E402
-from edgekd.runtimes.onnxruntime.int8_encoding import host_isa  # noqa: E402
 from edgekd.export.int8_onnx import export_fp32_folded, export_int8  # noqa: E402
 from edgekd.export.trt_rules import check_trt_rules  # noqa: E402
 from edgekd.io import (  # noqa: E402
@@ -58,6 +57,7 @@ from edgekd.models.checkpoint import load_model_file  # noqa: E402
 from edgekd.quant import CALIBRATORS, prepare_int8  # noqa: E402
 from edgekd.quant.ort_ptq import ort_quantize_static  # noqa: E402
 from edgekd.quant.qat import keep_better, qat_config, quantization_aware_kd  # noqa: E402
+from edgekd.runtimes.onnxruntime.int8_encoding import host_isa  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -73,8 +73,8 @@ def _images(split, norm, n: int | None = None) -> np.ndarray:
 
 
 def _ort_logits(path: Path, images: np.ndarray) -> np.ndarray:
-    from edgekd.runtimes.onnxruntime.session import make_session
     from edgekd.runtimes.onnxruntime.infer import run_onnx
+    from edgekd.runtimes.onnxruntime.session import make_session
 
     session = make_session(path, threads=2)
     return np.concatenate([run_onnx(session, images[i : i + 256]) for i in range(0, len(images), 256)])
@@ -672,7 +672,7 @@ def main() -> None:
         res["latency"] = latency_part(args, work)
         loads.append(_load_avg())
     res["host"] = host_description()
-    res["host_isa"] = host_isa()  # the CPU flavour's encoding depends on it (edgekd/runtimes/onnxruntime/int8_encoding.py)
+    res["host_isa"] = host_isa()  # the CPU flavour's encoding depends on it (runtimes/onnxruntime/int8_encoding.py)
     res["command"] = "python benchmarks/quantization.py " + " ".join(sys.argv[1:])
     commands = res.setdefault("commands", {})
     if args.part == "all":

@@ -127,6 +127,21 @@ MethodsOpt = Annotated[
     ),
 ]
 
+# issue 19: trainer speed (edgekd/distill/speed.py)
+PrecisionOpt = Annotated[
+    str | None,
+    typer.Option("--precision", help="Training precision: fp32 (default), bf16 (CUDA or CPU) or fp16 (CUDA)."),
+]
+ChannelsLastOpt = Annotated[
+    bool | None,
+    typer.Option("--channels-last/--no-channels-last", help="NHWC memory format (default: on CUDA only)."),
+]
+CompileOpt = Annotated[bool, typer.Option("--compile", help="torch.compile student and teacher (off by default).")]
+
+
+def _speed_overrides(precision: str | None, channels_last: bool | None, compile_: bool) -> dict[str, Any]:
+    return {"distill.precision": precision, "distill.channels_last": channels_last, "distill.compile": compile_ or None}
+
 
 def _scheme_overrides(scheme: str | None, assistant: str | None, data_free: bool) -> dict[str, Any]:
     return {
@@ -321,6 +336,9 @@ def compress(
     scheme: SchemeOpt = None,
     assistant: AssistantOpt = None,
     data_free: DataFreeOpt = False,
+    precision: PrecisionOpt = None,
+    channels_last: ChannelsLastOpt = None,
+    compile_: CompileOpt = False,
     latency_ms: LatencyMsOpt = None,
     latency_ratio: LatencyRatioOpt = None,
     trials: TrialsOpt = None,
@@ -367,6 +385,7 @@ def compress(
             "device": device,
             **_scheme_overrides(scheme, assistant, data_free),
             **_methods_overrides(methods),
+            **_speed_overrides(precision, channels_last, compile_),
             **_search_overrides(latency_ms, latency_ratio, trials, strategy),
             "quantize.enabled": False if no_quantize else None,
             "quantize.teacher": "teacher" if qat_teacher else None,
@@ -464,6 +483,9 @@ def distill(
     assistant: AssistantOpt = None,
     data_free: DataFreeOpt = False,
     methods: MethodsOpt = None,
+    precision: PrecisionOpt = None,
+    channels_last: ChannelsLastOpt = None,
+    compile_: CompileOpt = False,
     resume: ResumeOpt = False,
     set_: SetOpt = None,
     quiet: QuietOpt = False,
@@ -480,6 +502,7 @@ def distill(
             "distill.baseline": baseline,
             **_scheme_overrides(scheme, assistant, data_free),
             **_methods_overrides(methods),
+            **_speed_overrides(precision, channels_last, compile_),
         },
         set_,
     )

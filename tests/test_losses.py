@@ -189,6 +189,35 @@ def test_fsp_by_hand(gen):
     assert EF.fsp(s, s).item() == 0.0
 
 
+def test_fsp_takes_pairs_as_repdistiller(gen):
+    """RepDistiller's FSP takes (bottom, top) pairs, not necessarily consecutive; both forms agree
+    with an independent numpy computation, and the flat form equals its consecutive pairs."""
+    s = [rand(gen, 2, 3, 4, 4), rand(gen, 2, 2, 2, 2), rand(gen, 2, 4, 2, 2)]
+    t = [rand(gen, 2, 3, 4, 4), rand(gen, 2, 2, 2, 2), rand(gen, 2, 4, 2, 2)]
+
+    def fsp_np(bottom, top):  # G[b, i, j] = mean over positions of top_i * bottom_j, bottom pooled to top's size
+        if bottom.shape[2] > top.shape[2]:
+            bottom = _pool(bottom, top.shape[2])
+        return np.einsum("bihw,bjhw->bij", top, bottom) / (top.shape[2] * top.shape[3])
+
+    pairs = [(0, 2), (1, 2)]  # skip connections, as RepDistiller's two-phase FSP on the stem and stages
+    ref = sum(float(((fsp_np(_np(s[i]), _np(s[j])) - fsp_np(_np(t[i]), _np(t[j]))) ** 2).mean()) for i, j in pairs)
+    got = EF.fsp([(s[i], s[j]) for i, j in pairs], [(t[i], t[j]) for i, j in pairs])
+    assert got.item() == pytest.approx(ref, rel=1e-5)
+    flat = EF.fsp(s, t)
+    assert flat.item() == pytest.approx(EF.fsp([(s[0], s[1]), (s[1], s[2])], [(t[0], t[1]), (t[1], t[2])]).item())
+    ref_flat = sum(
+        float(((fsp_np(_np(s[i]), _np(s[i + 1])) - fsp_np(_np(t[i]), _np(t[i + 1]))) ** 2).mean()) for i in range(2)
+    )
+    assert flat.item() == pytest.approx(ref_flat, rel=1e-5)
+    with pytest.raises(ValueError, match="pairs but"):
+        EF.fsp([(s[0], s[1])], [(t[0], t[1]), (t[1], t[2])])
+    with pytest.raises(ValueError, match="need >= 2"):
+        EF.fsp([s[0]], [t[0]])
+    with pytest.raises(ValueError, match="not a mix"):
+        EF.fsp([s[0], (s[0], s[1])], [t[0], t[1]])
+
+
 # ---- relations of embeddings -----------------------------------------------------------------
 def _rkd_np(s: np.ndarray, t: np.ndarray, wd: float, wa: float) -> float:
     n = len(s)

@@ -61,6 +61,24 @@ def test_dkd_warmup_is_linear_over_20_one_based_epochs():
         assert got.item() == pytest.approx(factor * full.item(), rel=1e-6)
 
 
+def test_feature_warmup_ramp_is_linear_per_step():
+    """distill.feature_warmup_epochs: 0 at the first step, half way at W/2, the full weight from W on;
+    feature, relation and contrastive methods ramp, response methods (KD; DKD ramps itself) do not."""
+    from edgekd.distill.trainer import method_ramps, ramp_factor
+
+    assert ramp_factor(0.0, 2.0) == 0.0  # epoch 0, first step
+    assert ramp_factor(0.5, 2.0) == pytest.approx(0.25)  # half of epoch 0
+    assert ramp_factor(1.0, 2.0) == pytest.approx(0.5)  # mid-ramp
+    assert ramp_factor(2.0, 2.0) == 1.0 and ramp_factor(4.9, 2.0) == 1.0  # end of the ramp, end of training
+    assert ramp_factor(0.0, 0.0) == 1.0  # off: the references' setting, the default
+    cfg = DistillConfig(feature_warmup_epochs=2)
+    names = ["kd", "dkd", "at", "rkd", "crd"]
+    assert method_ramps([build_method(n) for n in names], cfg) == [0.0, 0.0, 2.0, 2.0, 2.0]
+    assert method_ramps([build_method(n) for n in names], DistillConfig()) == [0.0] * 5
+    with pytest.raises(EdgekdError, match="feature_warmup_epochs"):
+        build_config(None, {"distill.feature_warmup_epochs": -1})
+
+
 @pytest.fixture(scope="module")
 def pair():
     torch.manual_seed(0)
@@ -137,6 +155,24 @@ def test_crd_memory_bank_negatives_and_state():
     assert {"loss.memory.memory_s", "loss.memory.memory_t", "loss.memory.z"} <= set(method.state_dict())
 
 
+def test_crd_negatives_scale_with_the_dataset():
+    """K/N stays at the reference's 16384/50000 unless nce_k is given (then clipped to N - 1)."""
+    from edgekd.distill.crd import scaled_k
+
+    assert scaled_k(50000) == 16384  # CIFAR-100's training set: the reference itself
+    assert scaled_k(10000) == 3277 and scaled_k(100) == 33
+    assert scaled_k(2) == 1 and scaled_k(3) == 1
+    assert scaled_k(10000, 16384) == 9999 and scaled_k(10000, 500) == 500
+    labels = torch.arange(10000) % 10
+    method = build_method("crd")
+    method.bind({"embedding": torch.randn(4, 16)}, {"embedding": torch.randn(4, 24)}, BindInfo(10000, labels))
+    assert method.loss.k == 3277 and method.loss.memory.k == 3277
+    idx = torch.tensor([0, 1, 2, 3])
+    assert method.loss.sample(idx, labels[idx]).shape == (4, 3278)
+    with pytest.raises(EdgekdError, match="nce_k >= 1 or unset"):
+        build_method("crd", {"nce_k": 0})
+
+
 def test_crd_nce_loss_by_hand():
     from edgekd.distill.crd import nce_loss
 
@@ -186,6 +222,29 @@ def digits_split():
 
     data = load_data("digits", seed=0, max_train_samples=160)
     return data.train, data.val, compute_normalization(data.train)
+
+
+def test_feature_warmup_lowers_the_first_epochs_feature_term(digits_split):
+    """Through the trainer: with a 2-epoch ramp, epoch 1's AT term is logged at about a quarter of its
+    weight (mean factor over the epoch), and CE is unaffected in kind."""
+    from edgekd.distill.trainer import TrainSetup, train
+
+    train_split, val_split, norm = digits_split
+    logged = {}
+    for warmup in (0.0, 2.0):
+        torch.manual_seed(0)
+        teacher = create_model("cnn_medium", num_classes=10, in_channels=1)
+        student = create_model("cnn_small", num_classes=10, in_channels=1)
+        cfg = DistillConfig(
+            epochs=1, batch_size=32, methods=[{"name": "at", "weight": 1000}], feature_warmup_epochs=warmup
+        )
+        setup = TrainSetup(
+            student, train_split, val_split, norm, cfg, 0, torch.device("cpu"), teacher, [(build_method("at"), 1000.0)]
+        )
+        logged[warmup] = train(setup)["history"][0]["train_loss"]["at"]
+    steps = len(train_split) // 32
+    mean_factor = sum(i / steps for i in range(steps)) / steps / 2  # progress i/steps epochs of a 2-epoch ramp
+    assert logged[2.0] < logged[0.0] * (mean_factor + 0.15)
 
 
 # ---- end to end through the CLI ----------------------------------------------------------------

@@ -12,6 +12,8 @@ tensor on ``device``), for methods that keep per-sample state (CRD's memory bank
 
 In-memory splits are indexed directly; lazy ones (ImageFolder) are decoded by a ``DataLoader``
 with ``num_workers`` processes, in the order drawn here, and augmented the same way afterwards.
+On CUDA, host batches are pinned (page-locked) and copied with ``non_blocking=True``, so the copy
+overlaps the previous step's kernels.
 """
 
 from __future__ import annotations
@@ -97,14 +99,17 @@ class BatchIterator:
             batches = self._memory_batches(indices)
         else:
             batches = self._lazy_batches(indices)
+        pin = self.device.type == "cuda"  # page-locked host memory: the copies below run asynchronously
         for i, (images, labels) in enumerate(batches):
+            if pin and images.device.type == "cpu" and not images.is_pinned():
+                images, labels = images.pin_memory(), labels.pin_memory()
             images = images.to(self.device, non_blocking=True)
             images = augment_batch(
                 images, generator, random_crop=self.random_crop, padding=self.padding, hflip=self.hflip
             )
             batch = (self.normalization.normalize(images), labels.to(self.device, non_blocking=True))
             if self.with_index:
-                batch += (indices[i * self.batch_size : (i + 1) * self.batch_size].to(self.device),)
+                batch += (indices[i * self.batch_size : (i + 1) * self.batch_size].to(self.device, non_blocking=True),)
             yield batch
 
     def _share_size(self) -> int:

@@ -188,6 +188,16 @@ class DistillConfig(SchemeFields):
     ]  # step schedule, as fractions of epochs (150/180/210 of 240)
     gamma: float = Field(0.1, gt=0.0, le=1.0)
     warmup_epochs: int = Field(0, ge=0)
+    # Warm-up ramp of the feature, relation and contrastive terms (not KD/DKD; DKD has its own): their
+    # weights grow linearly per step from 0 to the configured weight over this many epochs
+    # (edgekd.distill.trainer.ramp_factor). 0: off, the references' setting.
+    feature_warmup_epochs: float = Field(0.0, ge=0.0)
+    # Speed (edgekd.distill.speed): autocast precision (fp16 uses a GradScaler and needs CUDA; bf16 runs on
+    # CPU too), channels_last memory format (None: auto, see speed.use_channels_last), torch.compile of
+    # student and teacher (off until measured). Losses are computed in float32 in every mode.
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    channels_last: bool | None = None
+    compile: bool = False
     # RepDistiller / mdistiller defaults: 0.1 * CE + 0.9 * KD at T=4 (REFERENCES.md).
     # Left out, ce_weight follows the methods (``_default_ce_weight``): 0.1 with KD alone, else 1.0.
     ce_weight: float = Field(0.1, ge=0.0)

@@ -15,8 +15,14 @@ memory entry (the positive) and K negatives drawn from the bank:
 After each step the positives' memory entries move: m <- normalise(0.5 m + 0.5 v) (momentum 0.5).
 Negatives are drawn uniformly from the samples of the other classes (RepDistiller's default
 ``mode='exact'``), with replacement, from the torch RNG (which the trainer seeds per epoch, so a
-resumed run draws the same). K = 16384 by default, clipped to the number of training samples.
-The bank and Z live in buffers, so they are saved with the trainer's checkpoint.
+resumed run draws the same). The bank and Z live in buffers, so they are saved with the trainer's
+checkpoint.
+
+K scales with the dataset (:func:`scaled_k`): the reference draws K = 16384 negatives from
+CIFAR-100's N = 50,000 training images, a noise ratio K/N = 0.328. A fixed K of 16384 on a smaller
+set would be clipped to N - 1 (9,999 on 10,000 images: K/N = 1.0, a different NCE problem, and
+4.5x the reference's cost per step), so by default K = round(0.328 N), which is 16384 at N = 50,000
+and 3,277 at N = 10,000. An explicit K is kept as given (clipped to N - 1).
 """
 
 from __future__ import annotations
@@ -29,6 +35,15 @@ from torch import nn
 from edgekd.distill.connectors import Embed
 
 EPS = 1e-7  # RepDistiller's eps in ContrastLoss
+REFERENCE_K, REFERENCE_N = 16384, 50000  # RepDistiller's nce_k on CIFAR-100's training set
+
+
+def scaled_k(num_samples: int, k: int | None = None) -> int:
+    """Negatives per positive for ``num_samples`` training samples: ``k`` if given, else the
+    reference noise ratio kept, K = round(16384 / 50000 * N) (at least 1); clipped to N - 1."""
+    if k is None:
+        k = max(1, round(REFERENCE_K * num_samples / REFERENCE_N))
+    return max(1, min(int(k), num_samples - 1))
 
 
 def nce_loss(scores: torch.Tensor, num_samples: int) -> torch.Tensor:
@@ -81,14 +96,14 @@ class CRDLoss(nn.Module):
         num_samples: int,
         labels: torch.Tensor | None = None,
         feat_dim: int = 128,
-        k: int = 16384,
+        k: int | None = None,
         T: float = 0.07,
         momentum: float = 0.5,
     ):
         super().__init__()
         if num_samples < 2:
             raise ValueError("crd: needs at least 2 training samples")
-        self.k = min(k, num_samples - 1)
+        self.k = scaled_k(num_samples, k)
         self.num_samples = num_samples
         self.embed_s = Embed(s_dim, feat_dim)
         self.embed_t = Embed(t_dim, feat_dim)

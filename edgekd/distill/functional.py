@@ -190,11 +190,27 @@ def fsp_matrix(bottom: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
     return top.flatten(2) @ bottom.flatten(2).transpose(1, 2) / bottom.shape[-2:].numel()
 
 
-def fsp(student_pairs: Sequence[torch.Tensor], teacher_pairs: Sequence[torch.Tensor]) -> torch.Tensor:
+def _fsp_pairs(maps: Sequence, side: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """FSP's (bottom, top) pairs from either form: a flat list of consecutive maps f_1..f_n gives
+    the n - 1 pairs (f_i, f_{i+1}); a list of (bottom, top) tuples is used as it is."""
+    maps = list(maps)
+    if maps and all(isinstance(m, (tuple, list)) for m in maps):
+        if any(len(m) != 2 for m in maps):
+            raise ValueError(f"fsp: each {side} pair must be (bottom, top), got lengths {[len(m) for m in maps]}")
+        return [(m[0], m[1]) for m in maps]
+    if all(isinstance(m, torch.Tensor) for m in maps):
+        if len(maps) < 2:
+            raise ValueError(f"fsp: need >= 2 {side} maps (or >= 1 (bottom, top) pair), got {len(maps)}")
+        return list(zip(maps[:-1], maps[1:], strict=True))
+    raise ValueError(f"fsp: {side} must be a list of maps or a list of (bottom, top) pairs, not a mix")
+
+
+def fsp(student_maps: Sequence, teacher_maps: Sequence) -> torch.Tensor:
     """Flow of solution procedure (Yim, Joo, Bae, Kim, CVPR 2017, "A Gift from Knowledge Distillation").
 
-    ``student_pairs``/``teacher_pairs`` are lists of consecutive maps f_1..f_n; for each
-    consecutive pair G_i = FSP(f_i, f_{i+1}) (see :func:`fsp_matrix`), and
+    Each side is either a flat list of consecutive maps f_1..f_n, whose pairs are (f_i, f_{i+1}),
+    or a list of (bottom, top) pairs as RepDistiller's ``FSP`` takes them (``g_s``/``g_t`` of
+    pairs). For each pair G_i = FSP(bottom_i, top_i) (see :func:`fsp_matrix`), and
 
         fsp = sum_i mean_{b, c, c'} (G_i^s - G_i^t)^2
 
@@ -202,12 +218,12 @@ def fsp(student_pairs: Sequence[torch.Tensor], teacher_pairs: Sequence[torch.Ten
     RepDistiller's ``FSP`` (average pooling, squared error, summed over pairs); torchdistill's uses
     adaptive max pooling and a non-squared norm.
     """
-    if len(student_pairs) != len(teacher_pairs) or len(student_pairs) < 2:
-        raise ValueError(f"fsp: need the same number (>= 2) of maps, got {len(student_pairs)} and {len(teacher_pairs)}")
-    total = student_pairs[0].new_zeros(())
-    for i in range(len(student_pairs) - 1):
-        gs = fsp_matrix(student_pairs[i], student_pairs[i + 1])
-        gt = fsp_matrix(teacher_pairs[i], teacher_pairs[i + 1])
+    s_pairs, t_pairs = _fsp_pairs(student_maps, "student"), _fsp_pairs(teacher_maps, "teacher")
+    if len(s_pairs) != len(t_pairs):
+        raise ValueError(f"fsp: {len(s_pairs)} student pairs but {len(t_pairs)} teacher pairs")
+    total = s_pairs[0][0].new_zeros(())
+    for (s_bottom, s_top), (t_bottom, t_top) in zip(s_pairs, t_pairs, strict=True):
+        gs, gt = fsp_matrix(s_bottom, s_top), fsp_matrix(t_bottom, t_top)
         if gs.shape != gt.shape:
             raise ValueError(f"fsp: student FSP matrix {tuple(gs.shape)} and teacher {tuple(gt.shape)} differ")
         total = total + (gs - gt).pow(2).mean()

@@ -355,7 +355,7 @@ class TapCollector:
         self._counts.clear()
         self._active = True
         try:
-            logits = (forward or self.model)(x)
+            logits = (self.model if forward is None else forward)(x)  # not `or`: a compiled module has no bool()
         finally:
             self._active = False
         out: dict[str, Any] = {"logits": logits}

@@ -1,8 +1,12 @@
 """The training loop behind ``distill``, its ``--baseline`` and ``train-teacher``.
 
-    loss = ce_weight * CE(student_logits, y) + sum_i weight_i * sum(method_i(taps_s, taps_t, y, epoch))
+    loss = ce_weight * CE(student_logits, y) + sum_i r_i(t) * weight_i * sum(method_i(taps_s, taps_t, y, epoch))
 
-The teacher (if any) is frozen, in eval mode and run under ``no_grad``. Resumable: a checkpoint
+``r_i(t)`` is 1 unless ``distill.feature_warmup_epochs`` ramps the feature, relation and contrastive
+terms in (:func:`ramp_factor`).
+
+The teacher (if any) is frozen, in eval mode and run under ``inference_mode`` (``no_grad`` for a
+scheme's ``teacher_fn``). Precision, memory format and compilation: ``edgekd.distill.speed``. Resumable: a checkpoint
 (model, optimizer, scheduler, methods, history) is written atomically after every epoch, and each
 epoch's data order, augmentation and RNG state derive from ``(seed, epoch)`` alone, so a run
 resumed from epoch k ends with the same weights as one that never stopped.
@@ -29,6 +33,7 @@ from torch import nn
 
 from edgekd.console import Reporter
 from edgekd.data import BatchIterator, Normalization, Split
+from edgekd.distill import speed
 from edgekd.distill.config import DistillConfig
 from edgekd.distill.methods import BindInfo, Method, bind_methods
 from edgekd.errors import EdgekdError
@@ -100,6 +105,30 @@ def lr_factor(epoch: int, cfg: DistillConfig) -> float:
         passed = sum(epoch >= round(m * cfg.epochs) for m in cfg.milestones)
         return cfg.gamma**passed
     return 1.0
+
+
+RAMPED_KINDS = ("feature", "relation", "contrastive")
+
+
+def ramp_factor(progress: float, warmup_epochs: float) -> float:
+    """The weight multiplier of a ramped term after ``progress`` epochs (``epoch + step / steps``):
+
+        factor = min(progress / W, 1)      (1 when W = 0: no ramp)
+
+    A linear warm-up as DKD's (Zhao et al., CVPR 2022; mdistiller multiplies DKD by min(epoch / 20, 1)),
+    here per step and for the feature, relation and contrastive terms (``distill.feature_warmup_epochs``):
+    at their reference weights (AT 1000, RKD 25/50, CRD 0.8) their gradients outweigh CE's 20-60x at
+    the start of training, which short budgets do not recover from."""
+    if warmup_epochs <= 0:
+        return 1.0
+    return min(max(progress, 0.0) / warmup_epochs, 1.0)
+
+
+def method_ramps(methods, cfg: DistillConfig) -> list[float]:
+    """Warm-up epochs per method: ``distill.feature_warmup_epochs`` for feature, relation and
+    contrastive methods, 0 for response methods (KD; DKD ramps itself)."""
+    warmup = float(getattr(cfg, "feature_warmup_epochs", 0.0) or 0.0)
+    return [warmup if getattr(m, "kind", "response") in RAMPED_KINDS else 0.0 for m in methods]
 
 
 def _optimizer(params, cfg: DistillConfig) -> torch.optim.Optimizer:
@@ -177,11 +206,17 @@ def train(
     student = setup.student.to(device)
     methods = nn.ModuleList([m for m, _ in setup.methods])
     weights = [w for _, w in setup.methods]
+    ramps = method_ramps(methods, cfg)
     teacher = setup.teacher
     if teacher is not None:
         teacher = teacher.to(device).eval()
         for p in teacher.parameters():
             p.requires_grad_(False)
+    precision = getattr(cfg, "precision", "fp32")
+    speed.check_precision(precision, device)
+    channels_last = speed.use_channels_last(getattr(cfg, "channels_last", None), device)
+    speed.to_memory_format(student, channels_last)
+    speed.to_memory_format(teacher, channels_last)
     # Feature taps (edgekd.distill.taps): hooks for the taps the methods read; connectors sized by one probe.
     distilling = (teacher is not None or setup.teacher_fn is not None) and bool(setup.methods)
     s_taps, t_taps = bind_methods(
@@ -199,6 +234,9 @@ def train(
     model: nn.Module = student
     if world > 1:
         model = nn.parallel.DistributedDataParallel(student)
+    student_forward = speed.compiled(model, getattr(cfg, "compile", False))
+    teacher_forward = speed.compiled(teacher, getattr(cfg, "compile", False))
+    scaler = speed.grad_scaler(precision, device)
 
     hooks = nn.ModuleList(setup.hooks).to(device)
     for hook in hooks:
@@ -217,6 +255,8 @@ def train(
             hooks.load_state_dict(state["hooks"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
         history = list(state["history"])
         start_epoch = int(state["epoch"])
         reporter.info(f"{label}: resuming after epoch {start_epoch}/{cfg.epochs} from {checkpoint_path}")
@@ -259,33 +299,42 @@ def train(
             hooks.train()
             sums: dict[str, float] = {}
             seen = 0
-            for x, y, idx in batches:
+            for step, (x, y, idx) in enumerate(batches):
+                x = speed.batch_format(x, channels_last)
                 x_student = setup.student_view(x) if setup.student_view is not None else x
-                s_out = s_taps(x_student, forward=model)
+                with speed.autocast(precision, device):
+                    s_out = speed.float_taps(s_taps(x_student, forward=student_forward))
                 logits = s_out["logits"]
                 terms = {"ce": setup.config.ce_weight * F.cross_entropy(logits, y)}
                 teacher_logits = None
                 if distilling or (has_teacher and any(h.needs_teacher for h in hooks)):
-                    with torch.no_grad():
-                        if setup.teacher_fn is not None:  # cache, multi-teacher mix, cross-modal view
+                    if setup.teacher_fn is not None:  # cache, multi-teacher mix, cross-modal view
+                        with torch.no_grad(), speed.autocast(precision, device):
                             teacher_logits = setup.teacher_fn(x, y, idx, epoch)
-                            t_out = t_taps(x) if teacher_features else {}
+                            t_out = t_taps(x, forward=teacher_forward) if teacher_features else {}
                             t_out["logits"] = teacher_logits
-                        elif t_taps is not None:
-                            t_out = t_taps(x)
-                            teacher_logits = t_out["logits"]
-                        else:
-                            teacher_logits = teacher(x)
-                            t_out = {"logits": teacher_logits}
+                        t_out = speed.float_taps(t_out)
+                    else:
+                        with torch.inference_mode(), speed.autocast(precision, device):
+                            if t_taps is not None:
+                                t_out = t_taps(x, forward=teacher_forward)
+                            else:
+                                t_out = {"logits": teacher_forward(x)}
+                        t_out = speed.from_inference(t_out)
+                    teacher_logits = t_out["logits"]
                 if distilling:
                     if with_index:
                         s_out["index"] = t_out["index"] = idx
-                    for method, weight in zip(methods, weights, strict=True):
+                    progress = epoch + step / max(steps_per_epoch, 1)
+                    for method, weight, ramp in zip(methods, weights, ramps, strict=True):
+                        weight = weight * ramp_factor(progress, ramp)
                         for term, value in method(s_out, t_out, y, epoch).items():
                             terms[term] = terms.get(term, 0.0) + weight * value
                 for hook in hooks:
-                    for term, value in hook.terms(x_student, y, idx, logits, teacher_logits, epoch).items():
-                        terms[term] = terms.get(term, 0.0) + value
+                    with speed.autocast(precision, device):  # a hook may run models (peers, discriminators)
+                        hook_terms = hook.terms(x_student, y, idx, logits, teacher_logits, epoch)
+                    for term, value in hook_terms.items():
+                        terms[term] = terms.get(term, 0.0) + value.float()
                 loss = sum(terms.values())
                 if not torch.isfinite(loss):
                     raise EdgekdError(
@@ -293,8 +342,9 @@ def train(
                         "lower the learning rate (distill.lr) and rerun"
                     )
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)  # optimizer.step(), unless fp16 gradients overflowed (then skipped)
+                scaler.update()
                 for term, value in terms.items():
                     sums[term] = sums.get(term, 0.0) + float(value.detach()) * y.numel()
                 seen += y.numel()
@@ -328,6 +378,7 @@ def train(
                         "hooks": hooks.state_dict(),
                         "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(),
+                        "scaler": scaler.state_dict(),
                         "history": history,
                     },
                 )
@@ -342,6 +393,8 @@ def train(
     s_taps.close()
     if t_taps is not None:
         t_taps.close()
+    speed.to_memory_format(student, False)  # hand back ordinary contiguous models (export, checkpoints)
+    speed.to_memory_format(teacher, False)
     student.eval()
     best = max(history, key=lambda r: r["val_top1"])
     return {
