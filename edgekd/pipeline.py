@@ -11,12 +11,15 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 from edgekd import __version__
-from edgekd.config import RunConfig
+from edgekd.config import RunConfig, build_config, read_yaml
 from edgekd.console import Reporter
 from edgekd.errors import CheckFailed, EdgekdError
 from edgekd.io import sha256_json
+from edgekd.report import write_report
 from edgekd.rundir import RunDir, _now, library_versions
 from edgekd.stage import Stage, StageContext, StageResult
 from edgekd.stages import STAGES
@@ -24,7 +27,20 @@ from edgekd.stages import STAGES
 ORDER = tuple(stage.name for stage in STAGES)
 _STAGES: dict[str, type[Stage]] = {stage.name: stage for stage in STAGES}
 
-__all__ = ["ORDER", "CheckFailed", "RunDir", "Runner", "Stage", "StageContext", "StageResult", "library_versions"]
+__all__ = [
+    "ORDER",
+    "CheckFailed",
+    "RunDir",
+    "Runner",
+    "Stage",
+    "StageContext",
+    "StageResult",
+    "compress",
+    "default_run_dir",
+    "library_versions",
+    "run_pipeline",
+    "run_stage",
+]
 
 
 def registered_stages() -> list[str]:
@@ -146,3 +162,115 @@ class Runner:
             metrics=result.metrics,
         )
         self.run.save_manifest()
+
+
+# ---- what the commands run: a whole compression, or one stage of an existing run ----------------
+def run_pipeline(
+    run: RunDir, config: RunConfig, stages: list[str], resume: bool, reporter: Reporter, prepare: Callable[[], None]
+) -> None:
+    """Check the stages' settings, then ``prepare`` the run directory (config, manifest), then run.
+    Nothing is written when a check fails; the report is rebuilt whatever happens after that. Warns
+    when later stages now hold results of the earlier inputs (a stage rerun alone)."""
+    runner = Runner(run, config, reporter)
+    runner.check(stages)
+    prepare()
+    stale: list[str] = []
+    try:
+        runner.run_stages(stages, resume=resume)
+    finally:
+        if run.manifest and run.path.is_dir():
+            stale = runner.stale_stages()
+            write_report(run, stale=stale)
+    if stale:
+        reporter.warn(
+            f"out of date: {', '.join(stale)} ran on earlier inputs (a stage before it was rerun); "
+            f"refresh with `edgekd compress --out {run.path} --resume`"
+        )
+
+
+def _require_teacher(cfg: RunConfig) -> None:
+    if not cfg.teacher.checkpoint:
+        raise EdgekdError("no teacher given; pass --teacher CKPT (train one with `edgekd train-teacher`)")
+
+
+def default_run_dir(cfg: RunConfig, resume: bool) -> Path:
+    """``runs/<teacher>-<target>`` numbered (``-2``, ``-3`` ...); with ``resume``, the newest existing one."""
+    from edgekd.targets import load_target
+
+    _require_teacher(cfg)
+    load_target(cfg.target)
+    base = f"{Path(cfg.teacher.checkpoint).stem}-{Path(cfg.target).stem}"
+    root = Path("runs")
+    candidates = [root / base] + [root / f"{base}-{i}" for i in range(2, 1000)]
+    existing = [c for c in candidates if (c / "manifest.json").is_file()]
+    if resume:
+        if not existing:
+            raise EdgekdError(f"--resume found no earlier run under {root / base}*; pass --out RUN_DIR")
+        return existing[-1]
+    return next(c for c in candidates if not c.exists())
+
+
+def compress(cfg: RunConfig, out: Path, *, resume: bool, reporter: Reporter, after: Callable[[RunDir], None]) -> None:
+    """Every stage of ``cfg`` (the search only without a given student) in the run directory ``out``,
+    then ``after(run)`` (the CLI's summary and gate check) while the run is still locked. A user error
+    before any stage finished leaves no half-made run directory behind."""
+    from edgekd.stages.common import teacher_path
+    from edgekd.stages.search import search_active
+    from edgekd.targets import load_target
+
+    _require_teacher(cfg)
+    profile = load_target(cfg.target)
+    teacher_path(cfg)
+    run = RunDir(out)
+    if run.exists() and not resume:
+        raise EdgekdError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    if out.is_dir() and not run.exists() and any(out.iterdir()):
+        raise EdgekdError(f"{out} is a folder with other files in it, not an edgekd run; choose a new or empty --out")
+    fresh = not out.exists()
+    run.lock()
+    try:
+
+        def prepare() -> None:
+            if run.exists():
+                run.load_manifest()
+                run.manifest["target"] = cfg.target
+                run.manifest["versions"] = library_versions()
+            else:
+                run.init_manifest(cfg)
+            run.manifest["target_profile"] = {
+                "name": profile.name,
+                "kind": profile.kind,
+                "runtime": profile.runtime,
+                "precision": profile.precision,
+            }
+            run.write_config(cfg)
+            reporter.info(f"edgekd {__version__}: run directory {out} (target {profile.display_name})")
+
+        stages = [s for s in ORDER if s != "search" or search_active(cfg)]
+        run_pipeline(run, cfg, stages, resume, reporter, prepare)
+        after(run)
+    except EdgekdError:
+        if fresh and not any(r.get("status") == "done" for r in run.manifest.get("stages", {}).values()):
+            run.unlock()
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    finally:
+        run.unlock()
+
+
+def run_stage(
+    stage: str, run_dir: Path, overrides: dict, *, resume: bool, reporter: Reporter, after: Callable[[RunDir], None]
+) -> None:
+    """Rerun one stage (and any upstream stage it needs that is not done) of an existing run."""
+    run = RunDir(run_dir)
+    run.load_manifest()
+    if not run.config_path.is_file():
+        raise EdgekdError(f"{run_dir} has no config.yaml, so the run cannot be repeated; start a new run with compress")
+    cfg = build_config(None, overrides, base=read_yaml(run.config_path))
+    run.lock()
+    try:
+        run.load_manifest()
+        run_pipeline(run, cfg, [stage], resume, reporter, lambda: run.write_config(cfg))
+        after(run)
+    finally:
+        run.unlock()

@@ -27,8 +27,8 @@ LAYERS: list[set[str]] = [
     {"rundir"},
     {"stage"},
     {"stages"},
-    {"pipeline"},
     {"report"},
+    {"pipeline"},
     {"cli"},
     {"__main__"},
 ]

@@ -133,7 +133,7 @@ def test_teacher_taps_leave_inference_mode():
 
 def test_cli_speed_flags_reach_the_config(cli, tmp_path):
     """--precision/--channels-last/--compile are distill.* settings; a bad precision is one line, exit 2."""
-    from edgekd.cli import _speed_overrides
+    from edgekd.cli.options import _speed_overrides
 
     assert _speed_overrides("bf16", True, True) == {
         "distill.precision": "bf16",

@@ -265,7 +265,8 @@ def scenario_calibrate(trt, tmp: Path) -> dict:
     """edgekd.targets.calibrate.build_grid_engine (``edgekd profile`` on a GPU) for each precision."""
     import onnx
 
-    from edgekd.targets.calibrate import GridPoint, build_grid_engine, build_point
+    from edgekd.runtimes.tensorrt.grid import build_grid_engine
+    from edgekd.targets.calibrate import GridPoint, build_point
 
     path = tmp / "layer.onnx"
     onnx.save(build_point(GridPoint("conv", 16, 16, 16)), str(path))

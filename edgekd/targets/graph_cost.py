@@ -34,66 +34,8 @@ import onnx
 from onnx import numpy_helper, shape_inference
 
 from edgekd.errors import EdgekdError
+from edgekd.targets.onnx_ops import ELEMENTWISE, FREE_OPS, POOL_OPS
 
-# Ops that only change metadata (or compute shapes): no kernel, no traffic.
-FREE_OPS = frozenset(
-    {
-        "Reshape",
-        "Flatten",
-        "Squeeze",
-        "Unsqueeze",
-        "Shape",
-        "Size",
-        "Constant",
-        "ConstantOfShape",
-        "Identity",
-        "Dropout",
-        "Range",
-    }
-)
-UNARY_ELEMENTWISE = frozenset(
-    {
-        "Relu",
-        "Clip",
-        "LeakyRelu",
-        "Sigmoid",
-        "HardSigmoid",
-        "HardSwish",
-        "Tanh",
-        "Elu",
-        "Selu",
-        "Gelu",
-        "Softplus",
-        "Mish",
-        "Erf",
-        "Exp",
-        "Log",
-        "Sqrt",
-        "Neg",
-        "Abs",
-        "Reciprocal",
-        "Cast",
-        "QuantizeLinear",
-        "DequantizeLinear",
-        "BatchNormalization",
-        "InstanceNormalization",
-    }
-)
-BINARY_ELEMENTWISE = frozenset({"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "PRelu", "Where", "Equal"})
-ELEMENTWISE = UNARY_ELEMENTWISE | BINARY_ELEMENTWISE
-POOL_OPS = frozenset(
-    {
-        "MaxPool",
-        "AveragePool",
-        "GlobalAveragePool",
-        "GlobalMaxPool",
-        "ReduceMean",
-        "ReduceMax",
-        "ReduceSum",
-        "ReduceMin",
-        "LpPool",
-    }
-)
 # Layer kinds (the latency model and the calibration table key on them).
 KINDS = ("conv", "conv1x1", "dwconv", "gemm", "pool", "eltwise", "data")
 # Initializers this small keep their data for shape inference (shape constants of Reshape, Slice...).

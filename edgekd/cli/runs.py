@@ -1,0 +1,58 @@
+"""What every pipeline command does after its stages: the summary (table or ``--json``) and, for
+single stages, the hand-over to ``edgekd.pipeline.run_stage``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from edgekd.cli.app import stdout
+from edgekd.console import Reporter
+
+
+def _emit_summary(run, as_json: bool, quiet: bool = False) -> None:
+    """The bench table and where the run is (nothing with --quiet), or the JSON summary."""
+    manifest = run.manifest
+    if as_json:
+        summary = {
+            "run_dir": str(run.path),
+            "report": str(run.path / "report.md"),
+            "target": manifest.get("target"),
+            "stages": {
+                k: {"status": v.get("status"), "seconds": v.get("seconds"), "metrics": v.get("metrics")}
+                for k, v in manifest.get("stages", {}).items()
+            },
+        }
+        print(json.dumps(summary, indent=2, default=str))
+        return
+    if quiet:
+        return
+    results_md = run.path / "bench" / "results.md"
+    if results_md.is_file():
+        stdout.print(results_md.read_text())
+    stdout.print(f"Run directory: {run.path}   report: {run.path / 'report.md'}")
+
+
+def _finish(run, as_json: bool, quiet: bool) -> None:
+    """The summary, then a failed bench gate exits 1 (issue 6)."""
+    from edgekd.bench.gates import raise_if_failed
+
+    _emit_summary(run, as_json, quiet)
+    raise_if_failed(run.path)
+
+
+def _stage_command(
+    stage: str, run_dir: Path, overrides: dict[str, Any], resume: bool, quiet: bool, as_json: bool
+) -> None:
+    from edgekd.pipeline import run_stage
+
+    reporter = Reporter(quiet=quiet or as_json)
+    run_stage(
+        stage,
+        run_dir,
+        overrides,
+        resume=resume,
+        reporter=reporter,
+        after=lambda run: _emit_summary(run, as_json, quiet),
+    )

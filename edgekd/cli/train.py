@@ -1,0 +1,239 @@
+"""The training commands: ``search``, ``distill`` and ``quantize`` on a run directory, and
+``train-teacher``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edgekd.cli.app import handles_errors, stdout
+from edgekd.cli.options import (
+    AssistantOpt,
+    ChannelsLastOpt,
+    CompileOpt,
+    DataFreeOpt,
+    JsonOpt,
+    LatencyMsOpt,
+    LatencyRatioOpt,
+    MethodsOpt,
+    PrecisionOpt,
+    QuietOpt,
+    ResumeOpt,
+    RunDirArg,
+    SchemeOpt,
+    SetOpt,
+    StrategyOpt,
+    TrialsOpt,
+    _methods_overrides,
+    _overrides,
+    _scheme_overrides,
+    _search_overrides,
+    _speed_overrides,
+)
+from edgekd.cli.runs import _stage_command
+from edgekd.console import Reporter
+from edgekd.errors import EdgekdError
+
+
+@handles_errors
+def distill(
+    run_dir: RunDirArg,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="Distillation epochs.")] = None,
+    student: Annotated[str | None, typer.Option("--student", "-s", help="Student architecture.")] = None,
+    baseline: Annotated[bool | None, typer.Option("--baseline/--no-baseline", help="Also train without KD.")] = None,
+    scheme: SchemeOpt = None,
+    assistant: AssistantOpt = None,
+    data_free: DataFreeOpt = False,
+    methods: MethodsOpt = None,
+    precision: PrecisionOpt = None,
+    channels_last: ChannelsLastOpt = None,
+    compile_: CompileOpt = False,
+    resume: ResumeOpt = False,
+    set_: SetOpt = None,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """(Re)run the distill stage of a run directory (and any upstream stage that is not done).
+
+    Settings come from RUN_DIR/config.yaml; options here override and are saved back.
+    """
+    overrides = _overrides(
+        {
+            "distill.epochs": epochs,
+            "student.arch": student,
+            "distill.baseline": baseline,
+            **_scheme_overrides(scheme, assistant, data_free),
+            **_methods_overrides(methods),
+            **_speed_overrides(precision, channels_last, compile_),
+        },
+        set_,
+    )
+    _stage_command("distill", run_dir, overrides, resume, quiet, as_json)
+
+
+@handles_errors
+def search(
+    run_dir: RunDirArg,
+    latency_ms: LatencyMsOpt = None,
+    latency_ratio: LatencyRatioOpt = None,
+    trials: TrialsOpt = None,
+    strategy: StrategyOpt = None,
+    engine: Annotated[
+        str | None,
+        typer.Option(
+            "--engine",
+            help="sequential (default: one process, no server) or nni-local (NNI's training service; starts "
+            "NNI's manager, a web server listening on ALL network interfaces).",
+        ),
+    ] = None,
+    concurrency: Annotated[
+        int | None, typer.Option("--concurrency", help="Parallel trials with --engine nni-local.")
+    ] = None,
+    proxy_epochs: Annotated[int | None, typer.Option("--proxy-epochs", help="KD epochs per candidate.")] = None,
+    resume: ResumeOpt = False,
+    set_: SetOpt = None,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """(Re)run the student search: NNI proposes students, those over the latency budget are rejected
+    before training, the rest get a short KD training from the teacher. Writes search/trials.jsonl,
+    best_arch.json (the student distill uses) and pareto.png. Sets student.arch to auto."""
+    overrides = _overrides(
+        {
+            "student.arch": "auto",
+            "search.enabled": True,
+            "search.engine": engine,
+            "search.concurrency": concurrency,
+            "search.proxy_epochs": proxy_epochs,
+            **_search_overrides(latency_ms, latency_ratio, trials, strategy),
+        },
+        set_,
+    )
+    _stage_command("search", run_dir, overrides, resume, quiet, as_json)
+
+
+@handles_errors
+def quantize(
+    run_dir: RunDirArg,
+    mode: Annotated[str | None, typer.Option("--mode", help="qat (default) or ptq (calibration only).")] = None,
+    calibrator: Annotated[
+        str | None,
+        typer.Option(
+            "--calibrator",
+            help="auto (default: tries max, percentile, entropy and mse, keeps the best on validation images), "
+            "max, percentile, entropy or mse.",
+        ),
+    ] = None,
+    epochs: Annotated[
+        int | None, typer.Option("--epochs", help="QAT epochs (default: 10% of the distill epochs, at least 1).")
+    ] = None,
+    max_drop: Annotated[
+        float | None,
+        typer.Option("--max-drop", help="Largest top-1 drop in points; more keeps the most sensitive layers in float."),
+    ] = None,
+    qat_teacher: Annotated[
+        bool, typer.Option("--qat-teacher", help="Distil from the original teacher instead of the FP32 student.")
+    ] = False,
+    resume: ResumeOpt = False,
+    set_: SetOpt = None,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """(Re)run the quantize stage: INT8 by quantization-aware distillation (or PTQ), with a
+    per-layer sensitivity analysis and mixed precision within --max-drop. QAT distils with CE + KD;
+    `--set quantize.feature_method=at` adds a feature method (at, fitnet, sp, ...) at its reference
+    weight. Later stages (export, bench, package) keep their old results until
+    `edgekd compress --out RUN_DIR --resume` reruns them."""
+    overrides = _overrides(
+        {
+            "quantize.enabled": True,
+            "quantize.mode": mode,
+            "quantize.calibrator": calibrator,
+            "quantize.epochs": epochs,
+            "quantize.max_drop": max_drop,
+            "quantize.teacher": "teacher" if qat_teacher else None,
+        },
+        set_,
+    )
+    _stage_command("quantize", run_dir, overrides, resume, quiet, as_json)
+
+
+@handles_errors
+def train_teacher(
+    arch: Annotated[str, typer.Option("--arch", "-a", help="Architecture: a zoo name (`edgekd models`) or tv:NAME.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the checkpoint (edgekd format).")],
+    data: Annotated[
+        str, typer.Option("--data", "-d", help="'digits', a folder of .npz files, or an ImageFolder tree.")
+    ] = "digits",
+    epochs: Annotated[int, typer.Option("--epochs", help="Training epochs.")] = 30,
+    lr: Annotated[float, typer.Option("--lr", help="Initial learning rate (SGD, cosine schedule).")] = 0.05,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Batch size.")] = 64,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    max_train_samples: Annotated[
+        int | None, typer.Option("--max-train-samples", help="Train on at most N images.")
+    ] = None,
+    image_size: Annotated[
+        int | None, typer.Option("--image-size", help="Resize images to this side (ImageFolder default 224).")
+    ] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
+    force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train a teacher from scratch with cross-entropy (for the demo, or if you have none).
+
+    The checkpoint carries its arch spec, classes and normalisation, so `compress` needs no more flags.
+    """
+    import torch
+
+    from edgekd.config import DataConfig, TeacherTrainConfig
+    from edgekd.data import augment_kwargs, compute_normalization, load_data
+    from edgekd.distill.trainer import TrainSetup, resolve_device, train
+    from edgekd.models import create_model
+    from edgekd.models.checkpoint import save_model
+
+    reporter = Reporter(quiet=quiet or as_json)
+    if out.exists() and not force:
+        raise EdgekdError(f"{out} already exists; pass --force to overwrite it or choose another --out")
+    cfg = TeacherTrainConfig(epochs=epochs, lr=lr, batch_size=batch_size)
+    data_cfg = DataConfig(source=data, max_train_samples=max_train_samples, image_size=image_size)
+    bundle = load_data(
+        data, val_fraction=data_cfg.val_fraction, seed=seed, max_train_samples=max_train_samples, image_size=image_size
+    )
+    norm = compute_normalization(bundle.train)
+    torch.manual_seed(seed)
+    model = create_model(arch, num_classes=len(bundle.classes), in_channels=bundle.input_shape[0])
+    reporter.info(
+        f"train-teacher: {model.arch_spec['name']} on {bundle.name} ({len(bundle.train)} train / "
+        f"{len(bundle.val)} val images), {epochs} epochs"
+    )
+    result = train(
+        TrainSetup(
+            student=model,
+            train=bundle.train,
+            val=bundle.val,
+            normalization=norm,
+            config=cfg,
+            seed=seed,
+            device=resolve_device(device),
+            augment=augment_kwargs(data_cfg.augment, bundle.input_shape),
+        ),
+        reporter=reporter,
+        label="teacher",
+    )
+    spec = {"shape": list(bundle.input_shape), "mean": norm.mean, "std": norm.std}
+    save_model(out, model, input_spec=spec, classes=bundle.classes, metrics={**result, "data": bundle.name})
+    summary = {
+        "checkpoint": str(out),
+        "arch": model.arch_spec,
+        "val_top1": result["final"]["val_top1"],
+        "epochs": epochs,
+        "seconds": result["seconds"],
+    }
+    if as_json:
+        print(json.dumps(summary, indent=2))
+    else:
+        stdout.print(f"Teacher {model.arch_spec['name']}: validation top-1 {100 * summary['val_top1']:.2f}% -> {out}")
