@@ -68,7 +68,7 @@ def pad_detections(boxes: torch.Tensor, scores: torch.Tensor, selected: torch.Te
     valid = top_scores > 0
     det_boxes = boxes.gather(1, box_idx[..., None].expand(-1, -1, 4)) * valid[..., None].to(boxes.dtype)
     det_classes = (classes * valid.to(classes.dtype)).to(torch.int32)
-    num_dets = valid.to(torch.int32).sum(dim=1, keepdim=True)
+    num_dets = valid.sum(dim=1, keepdim=True).to(torch.int32)
     return num_dets, det_boxes, top_scores, det_classes
 
 
