@@ -28,6 +28,7 @@ swapping the NMS sub-graph for the plugin later changes nothing downstream.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -76,7 +77,8 @@ def export_detector_onnx(model: nn.Module, path: str | Path, imgsz: int = 320, n
     example = torch.zeros(1, 3, imgsz, imgsz)
 
     def write(tmp: Path) -> None:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the eager NMS branch is replaced by its symbolic
             torch.onnx.export(wrapper, (example,), str(tmp), input_names=["images"], output_names=names,
                               dynamic_axes=axes, opset_version=opset, dynamo=False)
 
