@@ -1,0 +1,1 @@
+"""Task-specific code (what differs between classification and detection)."""

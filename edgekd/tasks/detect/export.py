@@ -1,0 +1,108 @@
+"""ONNX export of an edge detector with decode + NMS inside, and an ONNX Runtime predictor.
+
+Interface (DESIGN.md, every runtime): input ``images`` float32 ``[B, 3, H, W]`` (RGB in [0, 1],
+letterboxed); outputs ``num_dets`` int32 ``[B, 1]``, ``det_boxes`` float32 ``[B, K, 4]`` (x1, y1,
+x2, y2 in input pixels), ``det_scores`` float32 ``[B, K]``, ``det_classes`` int32 ``[B, K]`` --
+TensorRT's EfficientNMS convention. ``nms=None`` exports the raw head instead: ``cls_p3..p5``
+(logits) and ``reg_p3..p5`` (DFL bin logits).
+
+Which NMS node, and why the standard ONNX ``NonMaxSuppression`` (checked 2026-12 in the vendor
+documents found with the search tool):
+
+- ``EfficientNMS_TRT`` is a TensorRT plugin on the IPluginV2 interface. The TensorRT 10.12 release
+  notes deprecate "EfficientNMS_TRT (version 1)" among the IPluginV2 plugins; the TensorRT 11.x
+  migration guide (11.4) keeps the V2 plugin interfaces "deprecated, not removed". A graph with that
+  node also cannot run in ONNX Runtime (no such operator), so it would need a second graph per model.
+- ``NonMaxSuppression`` is a standard ONNX operator (opset >= 10). The ONNX-TensorRT parser's operator
+  matrix lists it as supported (FP32, FP16) in the 10.x parsers (TensorRT has its own NMS layer
+  since 8.5, ``INetworkDefinition::addNMS``, still in 11.x, with a four-argument form added in
+  10.14), so TensorRT 10.3 (JetPack 6.2) and 11.x both build it without a plugin, and ONNX Runtime
+  runs the same file.
+
+So the graph uses ``NonMaxSuppression`` and pads its ``[N, 3]`` selected indices to the EfficientNMS
+outputs with ScatterND + TopK + Gather (``edgekd.tasks.detect.nms``). Known cost: NMS has a
+data-dependent output shape in TensorRT, which ONNX Runtime's TensorRT provider notes can be slower
+than the fused plugin (onnxruntime PR #23705); the outputs keep the plugin's names and shapes, so
+swapping the NMS sub-graph for the plugin later changes nothing downstream.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from edgekd.errors import EdgekdError
+from edgekd.io import atomic_write
+from edgekd.tasks.detect.decode import decode
+from edgekd.tasks.detect.edge_detector import EdgeDetector
+from edgekd.tasks.detect.nms import EfficientNMSOutputs
+from edgekd.tasks.detect.predict import padded_to_list
+
+OUTPUT_NAMES = ["num_dets", "det_boxes", "det_scores", "det_classes"]
+DEFAULT_NMS = {"max_det": 100, "iou": 0.6, "conf": 0.001}
+
+
+class DetectorWithNMS(nn.Module):
+    """An edge detector + decode + clip to the input + EfficientNMS-convention NMS (``nms=None``: raw maps)."""
+
+    def __init__(self, model: EdgeDetector, imgsz: int, nms: dict | None = None):
+        super().__init__()
+        self.model, self.imgsz = model, imgsz
+        self.nms = None if nms is None else EfficientNMSOutputs(nms["max_det"], nms["iou"], nms["conf"])
+
+    def forward(self, images: torch.Tensor):
+        out = self.model(images)
+        if self.nms is None:
+            return (*out["cls"], *out["reg"])
+        scores, boxes = decode(out, self.model.strides, self.model.reg_max)
+        return self.nms(boxes.clamp(0, float(self.imgsz)), scores)
+
+
+def export_detector_onnx(model: nn.Module, path: str | Path, imgsz: int = 320, nms: dict | None = DEFAULT_NMS,
+                         opset: int = 17, dynamic_batch: bool = True) -> Path:
+    """Write ``model`` (an ``edet_*``) as ONNX at ``path`` (atomically); see the module docstring."""
+    if not isinstance(model, EdgeDetector):
+        raise EdgekdError(f"ONNX export with NMS supports edgekd's edge detectors (edet_*), not "
+                          f"{getattr(model, 'name', type(model).__name__)}; distil into an edet_* student first")
+    if imgsz % 32:
+        raise EdgekdError(f"imgsz {imgsz} is not a multiple of 32 (the largest stride); "
+                          f"use e.g. {imgsz // 32 * 32 + 32}")
+    nms = None if nms is None else {**DEFAULT_NMS, **nms}
+    wrapper = DetectorWithNMS(model, imgsz, nms).eval()
+    names = OUTPUT_NAMES if nms is not None else [f"{k}_p{lvl}" for k in ("cls", "reg") for lvl in (3, 4, 5)]
+    axes = {n: {0: "batch"} for n in ["images", *names]} if dynamic_batch else None
+    example = torch.zeros(1, 3, imgsz, imgsz)
+
+    def write(tmp: Path) -> None:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the eager NMS branch is replaced by its symbolic
+            torch.onnx.export(wrapper, (example,), str(tmp), input_names=["images"], output_names=names,
+                              dynamic_axes=axes, opset_version=opset, dynamo=False)
+
+    return atomic_write(path, write)
+
+
+class OnnxDetector:
+    """ONNX Runtime session on an exported detector; ``__call__(images)`` -> per-image detections."""
+
+    def __init__(self, path: str | Path, providers: list[str] | None = None, threads: int = 1):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(path), opts, providers=providers or ["CPUExecutionProvider"])
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def run(self, images: torch.Tensor) -> dict:
+        arrays = self.session.run(None, {"images": images.detach().cpu().numpy().astype("float32")})
+        return dict(zip(self.output_names, arrays, strict=True))
+
+    def __call__(self, images: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        out = self.run(images)
+        if self.output_names != OUTPUT_NAMES:
+            raise EdgekdError("this ONNX model has no NMS outputs (exported with nms=None); export it with NMS")
+        return padded_to_list(*(torch.from_numpy(out[n]) for n in OUTPUT_NAMES))

@@ -1,0 +1,74 @@
+"""COCO detection metrics through pycocotools, and COCO-style results JSON.
+
+``coco_map`` builds the ground truth of a split in memory (``image_id`` = position + 1, boxes in
+the original image's pixels, the dataset's own ``category_id``s), loads the predictions as COCO
+results and runs ``COCOeval(iouType="bbox")`` with its defaults: AP over IoU 0.50:0.05:0.95,
+101-point interpolation, maxDets 100 (no hand-written AP). Per-class AP is read from
+``COCOeval.eval["precision"]`` the way pycocotools' own summary reads it (entries of -1 skipped).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+
+import numpy as np
+import torch
+
+from edgekd.tasks.detect.data import DetectionSplit
+
+
+def coco_ground_truth(split: DetectionSplit, names: list[str], category_ids: list[int]) -> dict:
+    images = [{"id": i + 1, "file_name": f, "height": h, "width": w}
+              for i, (f, (h, w)) in enumerate(zip(split.file_names, split.sizes, strict=True))]
+    anns = []
+    for i, (boxes, labels) in enumerate(zip(split.boxes, split.labels, strict=True)):
+        for box, lab in zip(boxes.tolist(), labels.tolist(), strict=True):
+            w, h = box[2] - box[0], box[3] - box[1]
+            anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": category_ids[lab],
+                         "bbox": [box[0], box[1], w, h], "area": w * h, "iscrowd": 0})
+    cats = [{"id": cid, "name": n} for cid, n in zip(category_ids, names, strict=True)]
+    return {"images": images, "annotations": anns, "categories": cats}
+
+
+def results_json(predictions: list[dict[str, torch.Tensor]], split: DetectionSplit,
+                 category_ids: list[int]) -> list[dict]:
+    """COCO results: one ``{image_id, file_name, category_id, bbox [x, y, w, h], score}`` per detection."""
+    out = []
+    for i, p in enumerate(predictions):
+        for box, score, lab in zip(p["boxes"].tolist(), p["scores"].tolist(), p["labels"].tolist(), strict=True):
+            out.append({"image_id": i + 1, "file_name": split.file_names[i], "category_id": category_ids[int(lab)],
+                        "bbox": [round(box[0], 3), round(box[1], 3), round(box[2] - box[0], 3),
+                                 round(box[3] - box[1], 3)], "score": round(float(score), 5)})
+    return out
+
+
+def coco_map(predictions: list[dict[str, torch.Tensor]], split: DetectionSplit, names: list[str],
+             category_ids: list[int]) -> dict:
+    """``{"mAP", "mAP50", "mAP75", "per_class": {name: AP or None}}`` of per-image predictions (split order)."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    if len(predictions) != len(split):
+        raise ValueError(f"{len(predictions)} predictions for {len(split)} images")
+    results = results_json(predictions, split, category_ids)
+    empty = {"mAP": 0.0, "mAP50": 0.0, "mAP75": 0.0, "per_class": {n: 0.0 for n in names}}
+    if not results:
+        return empty
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO()
+        gt.dataset = coco_ground_truth(split, names, category_ids)
+        gt.createIndex()
+        dt = gt.loadRes(results)
+        ev = COCOeval(gt, dt, iouType="bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    precision = ev.eval["precision"]  # [T, R, K, area, maxDets]
+    per_class = {}
+    for k, cid in enumerate(ev.params.catIds):  # pycocotools orders classes by sorted category id
+        name = names[category_ids.index(cid)]
+        p = precision[:, :, k, 0, -1]
+        per_class[name] = float(np.mean(p[p > -1])) if (p > -1).any() else None
+    return {"mAP": float(ev.stats[0]), "mAP50": float(ev.stats[1]), "mAP75": float(ev.stats[2]),
+            "per_class": per_class}
