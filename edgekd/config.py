@@ -176,9 +176,28 @@ class QuantizeConfig(_Strict):
         return name
 
 
+class DetectConfig(_Strict):
+    """Object detection (``task: detect``; edgekd/tasks/detect/): input size, student, training, KD, NMS."""
+
+    imgsz: int = Field(320, ge=32, multiple_of=32)  # letterboxed square input; a multiple of the largest stride
+    layout: Literal["auto", "coco", "yolo"] = "auto"
+    student: str = "edet_n"  # used when --student is not given (edgekd models --task detect)
+    lr: float = Field(2e-3, gt=0.0)  # AdamW, cosine schedule with warm-up
+    batch_size: int = Field(16, ge=1)
+    # KD terms by name and weight (edgekd/tasks/detect/kd/); pseudo-labels apply to any teacher
+    kd: dict[str, float] = {"pseudo_label": 1.0}
+    conf: float = Field(0.001, ge=0.0, lt=1.0)  # score threshold of the exported NMS (0.001: for mAP)
+    iou: float = Field(0.6, gt=0.0, le=1.0)
+    max_det: int = Field(100, ge=1)
+    parity_max_map_diff: float = Field(0.005, ge=0.0)  # ONNX Runtime mAP vs PyTorch, validation split
+
+
 class RunConfig(_Strict):
     """Everything one ``edgekd compress`` run uses; written to ``RUN_DIR/config.yaml``."""
 
+    # "classify" or "detect"; "auto" takes it from the data (COCO, YOLO, digits-detect: detect) or the
+    # teacher architecture (a torchvision detector: detect), else classify (edgekd/tasks/)
+    task: Literal["auto", "classify", "detect"] = "auto"
     seed: int = 0
     device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1"
     target: str = "x86-cpu"
@@ -191,6 +210,7 @@ class RunConfig(_Strict):
     search: SearchConfig = SearchConfig()
     quantize: QuantizeConfig = QuantizeConfig()
     package: PackageConfig = PackageConfig()
+    detect: DetectConfig = DetectConfig()
 
 
 def _format_error(err: ValidationError, prefix: str) -> str:

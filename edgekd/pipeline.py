@@ -23,6 +23,7 @@ from edgekd.report import write_report
 from edgekd.rundir import RunDir, _now, library_versions
 from edgekd.stage import Stage, StageContext, StageResult
 from edgekd.stages import STAGES
+from edgekd.tasks import get_task, resolve_task
 
 ORDER = tuple(stage.name for stage in STAGES)
 _STAGES: dict[str, type[Stage]] = {stage.name: stage for stage in STAGES}
@@ -53,6 +54,9 @@ class Runner:
     def __init__(self, run: RunDir, config: RunConfig, reporter: Reporter | None = None):
         self.run, self.config = run, config
         self.reporter = reporter or Reporter()
+        # the default stages, with the ones the run's task replaces (edgekd/tasks/)
+        task = get_task(config.task) if config.task != "auto" else None
+        self.stages: dict[str, type[Stage]] = {**_STAGES, **(dict(task.stage_overrides) if task else {})}
 
     def fingerprint(self, stage: Stage) -> str:
         cfg = self.config.model_dump(mode="json")
@@ -80,7 +84,7 @@ class Runner:
         for name in list(wanted):
             wanted |= self._ancestors(name)
         for name in [n for n in ORDER if n in wanted]:
-            stage = _STAGES[name]()
+            stage = self.stages[name]()
             fp = self.fingerprint(stage)
             record = self.run.stage_record(name)
             same = record.get("fingerprint") == fp
@@ -93,23 +97,23 @@ class Runner:
 
     def _ancestors(self, name: str) -> set[str]:
         out: set[str] = set()
-        for up in _STAGES[name].needs:
-            if up in _STAGES:
+        for up in self.stages[name].needs:
+            if up in self.stages:
                 out |= {up} | self._ancestors(up)
         return out
 
     def check(self, names: list[str]) -> None:
         """Run every stage's own ``check`` of the config, before any stage runs or anything is written."""
         for name in [n for n in ORDER if n in set(names) | {a for n in names for a in self._ancestors(n)}]:
-            _STAGES[name]().check(self.config, self.run)
+            self.stages[name]().check(self.config, self.run)
 
     def stale_stages(self) -> list[str]:
         """Finished stages whose inputs changed since they ran (their fingerprint no longer matches)."""
         stale = []
         for name, record in self.run.manifest.get("stages", {}).items():
-            if record.get("status") == "done" and name in _STAGES:
+            if record.get("status") == "done" and name in self.stages:
                 try:
-                    if record.get("fingerprint") != self.fingerprint(_STAGES[name]()):
+                    if record.get("fingerprint") != self.fingerprint(self.stages[name]()):
                         stale.append(name)
                 except EdgekdError:
                     pass
@@ -219,6 +223,7 @@ def compress(cfg: RunConfig, out: Path, *, resume: bool, reporter: Reporter, aft
     from edgekd.targets import load_target
 
     _require_teacher(cfg)
+    cfg = resolve_task(cfg)
     profile = load_target(cfg.target)
     teacher_path(cfg)
     run = RunDir(out)
@@ -266,7 +271,7 @@ def run_stage(
     run.load_manifest()
     if not run.config_path.is_file():
         raise EdgekdError(f"{run_dir} has no config.yaml, so the run cannot be repeated; start a new run with compress")
-    cfg = build_config(None, overrides, base=read_yaml(run.config_path))
+    cfg = resolve_task(build_config(None, overrides, base=read_yaml(run.config_path)))
     run.lock()
     try:
         run.load_manifest()

@@ -69,7 +69,16 @@ def build_report(run: RunDir, stale: list[str] | None = None) -> str:
     elif not any(rec.get("status") == "failed" for rec in stages.values()):
         out.append("No benchmark yet (run `edgekd bench` on this folder).\n")
     out += _bench_and_package_block(run, stages)
-    if distill:
+    if distill.get("val_map50_95") is not None:  # a detector (edgekd/tasks/detect/)
+        line = (
+            f"Validation mAP@[.5:.95] in PyTorch: teacher {_num(teacher.get('val_map50_95'), '.4f')}, distilled "
+            f"student {distill['val_map50_95']:.4f} (mAP@.5 {distill['val_map50']:.4f}; KD: "
+            f"{', '.join(f'{w:g} {k}' for k, w in (distill.get('kd') or {}).items()) or 'none'})"
+        )
+        if distill.get("baseline_val_map50_95") is not None:
+            line += f", same student without KD {distill['baseline_val_map50_95']:.4f}"
+        out += [line + ".", ""]
+    elif distill:
         line = (
             f"Validation top-1 in PyTorch: teacher {_pct(teacher.get('val_top1'))}, distilled student "
             f"{_pct(distill['val_top1'])} (final epoch; best epoch {_pct(distill['best_val_top1'])})"
@@ -82,7 +91,15 @@ def build_report(run: RunDir, stale: list[str] | None = None) -> str:
         out += [line + ".", ""]
         out += _scheme_lines(distill)
     out += _search_lines(run, stages)  # issue 4
-    if parity.get("student"):
+    if parity.get("student", {}).get("map_diff") is not None:
+        p = parity["student"]
+        out += [
+            f"ONNX export parity (detector with NMS, {p['samples']} validation images): mAP@[.5:.95] ONNX Runtime "
+            f"{p['map50_95_onnx']:.4f} vs PyTorch {p['map50_95_pytorch']:.4f} (allowed difference "
+            f"{p['max_map_diff']:g}).",
+            "",
+        ]
+    elif parity.get("student"):
         p = parity["student"]
         out += [
             f"ONNX export parity (student, {p['samples']} validation images): max |logit difference| "
@@ -191,7 +208,7 @@ def _int8_section(run: RunDir, stages: dict[str, Any]) -> list[str]:
     if not q:
         return []
     if q.get("mode") == "off":
-        return ["INT8: skipped (--no-quantize); the student is exported in FP32.", ""]
+        return [f"INT8: skipped ({q.get('reason') or '--no-quantize'}); the student is exported in FP32.", ""]
     out = ["## INT8", "", "| model | top-1 (PyTorch, validation) | ONNX file | bytes |", "|---|---:|---|---:|"]
     export = run.path / "export"
 

@@ -53,6 +53,14 @@ def compress(
             help="Target device profile (default x86-cpu; see `edgekd targets`), or a path to a profile YAML.",
         ),
     ] = None,
+    task: Annotated[
+        str | None,
+        typer.Option(
+            "--task",
+            help="classify or detect; default: from the data (COCO/YOLO folders and digits-detect are detect) "
+            "or the teacher architecture.",
+        ),
+    ] = None,
     teacher_arch: Annotated[
         str | None,
         typer.Option("--teacher-arch", help="Architecture of a bare state_dict teacher: a zoo name or tv:NAME."),
@@ -146,6 +154,7 @@ def compress(
     overrides = _overrides(
         {
             "teacher.checkpoint": str(teacher.expanduser().resolve()) if teacher else None,
+            "task": task,
             "teacher.arch": teacher_arch,
             "teacher.trust_checkpoint": trust_checkpoint or None,
             "target": str(Path(target).resolve()) if target and Path(target).is_file() else target,

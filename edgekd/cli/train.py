@@ -169,7 +169,12 @@ def train_teacher(
         str, typer.Option("--data", "-d", help="'digits', a folder of .npz files, or an ImageFolder tree.")
     ] = "digits",
     epochs: Annotated[int, typer.Option("--epochs", help="Training epochs.")] = 30,
-    lr: Annotated[float, typer.Option("--lr", help="Initial learning rate (SGD, cosine schedule).")] = 0.05,
+    lr: Annotated[
+        float | None,
+        typer.Option(
+            "--lr", help="Initial learning rate (default: 0.05 SGD for classifiers, 0.002 AdamW for detectors)."
+        ),
+    ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Batch size.")] = 64,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
     max_train_samples: Annotated[
@@ -179,6 +184,10 @@ def train_teacher(
         int | None, typer.Option("--image-size", help="Resize images to this side (ImageFolder default 224).")
     ] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
+    task: Annotated[
+        str, typer.Option("--task", help="classify, detect, or auto (detect for COCO/YOLO data and digits-detect).")
+    ] = "auto",
+    imgsz: Annotated[int, typer.Option("--imgsz", help="Detection: square input size (multiple of 32).")] = 320,
     force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
@@ -194,11 +203,32 @@ def train_teacher(
     from edgekd.distill.trainer import TrainSetup, resolve_device, train
     from edgekd.models import create_model
     from edgekd.models.checkpoint import save_model
+    from edgekd.tasks import get_task
 
     reporter = Reporter(quiet=quiet or as_json)
     if out.exists() and not force:
         raise EdgekdError(f"{out} already exists; pass --force to overwrite it or choose another --out")
-    cfg = TeacherTrainConfig(epochs=epochs, lr=lr, batch_size=batch_size)
+    if task == "detect" or (task == "auto" and get_task("detect").matches_data(data)):
+        from edgekd.tasks.detect.teacher import train_teacher_file
+
+        reporter = Reporter(quiet=quiet or as_json)
+        summary = train_teacher_file(
+            arch,
+            data,
+            out,
+            epochs=epochs,
+            lr=lr or 0.002,
+            imgsz=imgsz,
+            batch_size=batch_size,
+            seed=seed,
+            log=reporter.info,
+        )
+        if as_json:
+            print(json.dumps(summary, indent=2))
+        else:
+            stdout.print(f"Teacher {arch}: validation mAP@[.5:.95] {summary['val_map50_95']:.4f} -> {out}")
+        return
+    cfg = TeacherTrainConfig(epochs=epochs, lr=lr or 0.05, batch_size=batch_size)
     data_cfg = DataConfig(source=data, max_train_samples=max_train_samples, image_size=image_size)
     bundle = load_data(
         data, val_fraction=data_cfg.val_fraction, seed=seed, max_train_samples=max_train_samples, image_size=image_size

@@ -13,7 +13,8 @@ A library package; the pipeline stages, CLI and task seam call these functions:
 - export: ``export_detector_onnx(model, path, imgsz, nms={...} or None)``; ``OnnxDetector(path)``.
 """
 
-from edgekd.tasks.detect.data import DetectionData, DetectionSplit, load_detection_data
+from edgekd.tasks.detect.data import load_detection_data
+from edgekd.tasks.detect.dataset import DetectionData, DetectionSplit
 from edgekd.tasks.detect.export import OUTPUT_NAMES, OnnxDetector, export_detector_onnx
 from edgekd.tasks.detect.metrics import coco_map, results_json
 from edgekd.tasks.detect.models import DETECTOR_NAMES, build_detector, describe

@@ -39,15 +39,28 @@ def pad_targets(targets: list[dict[str, torch.Tensor]], device=None) -> tuple[to
 
 
 @torch.no_grad()
-def task_aligned_assign(scores: torch.Tensor, boxes: torch.Tensor, points: torch.Tensor, gt_boxes: torch.Tensor,
-                        gt_labels: torch.Tensor, gt_mask: torch.Tensor, topk: int = 13, alpha: float = 1.0,
-                        beta: float = 6.0, eps: float = 1e-9) -> Assignment:
+def task_aligned_assign(
+    scores: torch.Tensor,
+    boxes: torch.Tensor,
+    points: torch.Tensor,
+    gt_boxes: torch.Tensor,
+    gt_labels: torch.Tensor,
+    gt_mask: torch.Tensor,
+    topk: int = 13,
+    alpha: float = 1.0,
+    beta: float = 6.0,
+    eps: float = 1e-9,
+) -> Assignment:
     """TAL on a batch: predicted ``scores [B,A,C]`` (probabilities), ``boxes [B,A,4]``, ``points [A,2]``;
     padded ground truth ``gt_boxes [B,M,4]``, ``gt_labels [B,M]``, ``gt_mask [B,M]``."""
     bsz, num_a, num_c = scores.shape
     x, y = points[:, 0], points[:, 1]
-    inside = ((x[None, None] - gt_boxes[..., 0:1] > eps) & (y[None, None] - gt_boxes[..., 1:2] > eps)
-              & (gt_boxes[..., 2:3] - x[None, None] > eps) & (gt_boxes[..., 3:4] - y[None, None] > eps))
+    inside = (
+        (x[None, None] - gt_boxes[..., 0:1] > eps)
+        & (y[None, None] - gt_boxes[..., 1:2] > eps)
+        & (gt_boxes[..., 2:3] - x[None, None] > eps)
+        & (gt_boxes[..., 3:4] - y[None, None] > eps)
+    )
     inside &= gt_mask[..., None]  # [B, M, A]
     ious = torch.stack([box_iou(gt_boxes[i], boxes[i]) for i in range(bsz)]).clamp(min=0) * inside
     cls_prob = scores.transpose(1, 2).gather(1, gt_labels[..., None].expand(-1, -1, num_a))  # [B, M, A]

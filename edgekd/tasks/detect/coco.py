@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from edgekd.errors import EdgekdError
-from edgekd.tasks.detect.data import BoxCounts, DetectionData, DetectionSplit, sanitize_boxes
+from edgekd.tasks.detect.dataset import BoxCounts, DetectionData, DetectionSplit, sanitize_boxes
 
 
 def _read_json(path: Path) -> dict:
@@ -32,8 +32,9 @@ def _categories(doc: dict, path: Path) -> tuple[list[int], list[str]]:
     return ids, names
 
 
-def load_coco_split(root: Path, split: str, cat_ids: list[int] | None, counts: BoxCounts
-                    ) -> tuple[DetectionSplit, list[int], list[str]]:
+def load_coco_split(
+    root: Path, split: str, cat_ids: list[int] | None, counts: BoxCounts
+) -> tuple[DetectionSplit, list[int], list[str]]:
     """Read one split; ``cat_ids`` from the train split fixes the class order for the others."""
     ann_path = root / "annotations" / f"instances_{split}.json"
     img_dir = root / "images" / split
@@ -50,8 +51,10 @@ def load_coco_split(root: Path, split: str, cat_ids: list[int] | None, counts: B
     for img in images:
         path = img_dir / img["file_name"]
         if not path.is_file():
-            raise EdgekdError(f"{ann_path}: image {img['file_name']!r} (id {img['id']}) is not in {img_dir}; "
-                              f"add the file or remove its entry")
+            raise EdgekdError(
+                f"{ann_path}: image {img['file_name']!r} (id {img['id']}) is not in {img_dir}; "
+                f"add the file or remove its entry"
+            )
         by_id[int(img["id"])] = len(paths)
         paths.append(path)
         sizes.append((int(img["height"]), int(img["width"])))
@@ -61,12 +64,16 @@ def load_coco_split(root: Path, split: str, cat_ids: list[int] | None, counts: B
     for ann in doc.get("annotations", []):
         aid = ann.get("id", "?")
         if int(ann["image_id"]) not in by_id:
-            raise EdgekdError(f"{ann_path}: annotation {aid} names image_id {ann['image_id']}, which is not in "
-                              f"'images'; add the image or remove the annotation")
+            raise EdgekdError(
+                f"{ann_path}: annotation {aid} names image_id {ann['image_id']}, which is not in "
+                f"'images'; add the image or remove the annotation"
+            )
         cid = int(ann["category_id"])
         if cid not in index_of:
-            raise EdgekdError(f"{ann_path}: annotation {aid} has category_id {cid}, not one of the categories "
-                              f"{ids}; fix the id or add the category")
+            raise EdgekdError(
+                f"{ann_path}: annotation {aid} has category_id {cid}, not one of the categories "
+                f"{ids}; fix the id or add the category"
+            )
         bbox = ann.get("bbox")
         if not (isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, int | float) for v in bbox)):
             raise EdgekdError(f"{ann_path}: annotation {aid} has bbox {bbox!r}; it must be [x, y, width, height]")

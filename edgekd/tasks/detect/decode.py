@@ -48,8 +48,9 @@ def box_to_distance(points: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
     return torch.cat([points - boxes[..., :2], boxes[..., 2:] - points], dim=-1)
 
 
-def decode(out: dict[str, list[torch.Tensor]], strides: tuple[int, ...], reg_max: int
-           ) -> tuple[torch.Tensor, torch.Tensor]:
+def decode(
+    out: dict[str, list[torch.Tensor]], strides: tuple[int, ...], reg_max: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Raw ``{"cls", "reg"}`` maps -> (scores ``[B, A, C]`` after sigmoid, boxes ``[B, A, 4]`` xyxy pixels)."""
     points, stride_col = anchor_points(out["cls"], strides)
     dist = dfl_distances(flatten_levels(out["reg"]), reg_max) * stride_col

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from edgekd.tasks.detect.data import BoxCounts, DetectionData, DetectionSplit
+from edgekd.tasks.detect.dataset import BoxCounts, DetectionData, DetectionSplit
 
 NAMES = [str(d) for d in range(10)]
 
@@ -29,8 +29,16 @@ def _overlaps(box: list[float], placed: list[list[float]], max_iou: float) -> bo
     return False
 
 
-def _compose(digits: np.ndarray, targets: np.ndarray, n: int, canvas: int, max_digits: int,
-             size_range: tuple[int, int], rng: np.random.Generator, name: str) -> DetectionSplit:
+def _compose(
+    digits: np.ndarray,
+    targets: np.ndarray,
+    n: int,
+    canvas: int,
+    max_digits: int,
+    size_range: tuple[int, int],
+    rng: np.random.Generator,
+    name: str,
+) -> DetectionSplit:
     images, boxes, labels, files = [], [], [], []
     for k in range(n):
         img = np.zeros((canvas, canvas), dtype=np.float32)
@@ -39,16 +47,20 @@ def _compose(digits: np.ndarray, targets: np.ndarray, n: int, canvas: int, max_d
         for _ in range(int(rng.integers(1, max_digits + 1))):
             j = int(rng.integers(len(digits)))
             side = int(rng.integers(size_range[0], size_range[1] + 1))
-            glyph = F.interpolate(torch.from_numpy(digits[j]).float()[None, None] / 16.0, size=(side, side),
-                                  mode="bilinear", align_corners=False)[0, 0].numpy()
+            glyph = F.interpolate(
+                torch.from_numpy(digits[j]).float()[None, None] / 16.0,
+                size=(side, side),
+                mode="bilinear",
+                align_corners=False,
+            )[0, 0].numpy()
             ys, xs = np.nonzero(glyph > 0.25)
             tight = [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
             for _try in range(20):
                 x0, y0 = int(rng.integers(0, canvas - side + 1)), int(rng.integers(0, canvas - side + 1))
                 box = [x0 + tight[0], y0 + tight[1], x0 + tight[2], y0 + tight[3]]
                 if not _overlaps(box, placed, 0.1):
-                    region = img[y0:y0 + side, x0:x0 + side]
-                    img[y0:y0 + side, x0:x0 + side] = np.maximum(region, glyph)
+                    region = img[y0 : y0 + side, x0 : x0 + side]
+                    img[y0 : y0 + side, x0 : x0 + side] = np.maximum(region, glyph)
                     placed.append([float(v) for v in box])
                     cls.append(int(targets[j]))
                     break
@@ -62,8 +74,14 @@ def _compose(digits: np.ndarray, targets: np.ndarray, n: int, canvas: int, max_d
     return DetectionSplit(name, images, [(canvas, canvas)] * n, boxes, labels, files)
 
 
-def make_digits_detect(n_train: int = 512, n_val: int = 128, canvas: int = 128, max_digits: int = 4,
-                       size_range: tuple[int, int] = (20, 44), seed: int = 0) -> DetectionData:
+def make_digits_detect(
+    n_train: int = 512,
+    n_val: int = 128,
+    canvas: int = 128,
+    max_digits: int = 4,
+    size_range: tuple[int, int] = (20, 44),
+    seed: int = 0,
+) -> DetectionData:
     """Compose the ``digits-detect`` dataset (deterministic in all its arguments)."""
     from sklearn.datasets import load_digits
 

@@ -96,18 +96,22 @@ class PANNeck(nn.Module):
 class DecoupledHead(nn.Module):
     def __init__(self, c: int, num_classes: int, reg_max: int, levels: int = 3, prior: float = 0.01):
         super().__init__()
-        self.cls = nn.ModuleList([nn.Sequential(ConvBNAct(c, c), ConvBNAct(c, c), nn.Conv2d(c, num_classes, 1))
-                                  for _ in range(levels)])
-        self.reg = nn.ModuleList([nn.Sequential(ConvBNAct(c, c), ConvBNAct(c, c), nn.Conv2d(c, 4 * reg_max, 1))
-                                  for _ in range(levels)])
+        self.cls = nn.ModuleList(
+            [nn.Sequential(ConvBNAct(c, c), ConvBNAct(c, c), nn.Conv2d(c, num_classes, 1)) for _ in range(levels)]
+        )
+        self.reg = nn.ModuleList(
+            [nn.Sequential(ConvBNAct(c, c), ConvBNAct(c, c), nn.Conv2d(c, 4 * reg_max, 1)) for _ in range(levels)]
+        )
         for branch in self.cls:  # focal-loss prior (Lin et al. 2017): start every location at p = 0.01
             nn.init.constant_(branch[-1].bias, -math.log((1 - prior) / prior))
         for branch in self.reg:
             nn.init.zeros_(branch[-1].bias)
 
     def forward(self, feats: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        return ([m(f) for m, f in zip(self.cls, feats, strict=True)],
-                [m(f) for m, f in zip(self.reg, feats, strict=True)])
+        return (
+            [m(f) for m, f in zip(self.cls, feats, strict=True)],
+            [m(f) for m, f in zip(self.reg, feats, strict=True)],
+        )
 
 
 class EdgeDetector(nn.Module):

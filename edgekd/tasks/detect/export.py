@@ -61,15 +61,24 @@ class DetectorWithNMS(nn.Module):
         return self.nms(boxes.clamp(0, float(self.imgsz)), scores)
 
 
-def export_detector_onnx(model: nn.Module, path: str | Path, imgsz: int = 320, nms: dict | None = DEFAULT_NMS,
-                         opset: int = 17, dynamic_batch: bool = True) -> Path:
+def export_detector_onnx(
+    model: nn.Module,
+    path: str | Path,
+    imgsz: int = 320,
+    nms: dict | None = DEFAULT_NMS,
+    opset: int = 17,
+    dynamic_batch: bool = True,
+) -> Path:
     """Write ``model`` (an ``edet_*``) as ONNX at ``path`` (atomically); see the module docstring."""
     if not isinstance(model, EdgeDetector):
-        raise EdgekdError(f"ONNX export with NMS supports edgekd's edge detectors (edet_*), not "
-                          f"{getattr(model, 'name', type(model).__name__)}; distil into an edet_* student first")
+        raise EdgekdError(
+            f"ONNX export with NMS supports edgekd's edge detectors (edet_*), not "
+            f"{getattr(model, 'name', type(model).__name__)}; distil into an edet_* student first"
+        )
     if imgsz % 32:
-        raise EdgekdError(f"imgsz {imgsz} is not a multiple of 32 (the largest stride); "
-                          f"use e.g. {imgsz // 32 * 32 + 32}")
+        raise EdgekdError(
+            f"imgsz {imgsz} is not a multiple of 32 (the largest stride); use e.g. {imgsz // 32 * 32 + 32}"
+        )
     nms = None if nms is None else {**DEFAULT_NMS, **nms}
     wrapper = DetectorWithNMS(model, imgsz, nms).eval()
     names = OUTPUT_NAMES if nms is not None else [f"{k}_p{lvl}" for k in ("cls", "reg") for lvl in (3, 4, 5)]
@@ -79,8 +88,16 @@ def export_detector_onnx(model: nn.Module, path: str | Path, imgsz: int = 320, n
     def write(tmp: Path) -> None:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the eager NMS branch is replaced by its symbolic
-            torch.onnx.export(wrapper, (example,), str(tmp), input_names=["images"], output_names=names,
-                              dynamic_axes=axes, opset_version=opset, dynamo=False)
+            torch.onnx.export(
+                wrapper,
+                (example,),
+                str(tmp),
+                input_names=["images"],
+                output_names=names,
+                dynamic_axes=axes,
+                opset_version=opset,
+                dynamo=False,
+            )
 
     return atomic_write(path, write)
 

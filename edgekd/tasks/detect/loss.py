@@ -25,7 +25,8 @@ LOSS_WEIGHTS = {"cls": 1.0, "box": 2.0, "dfl": 0.25}
 def quality_focal_loss(logits: torch.Tensor, target: torch.Tensor, beta: float = 2.0) -> torch.Tensor:
     """Element-wise QFL (GFL, Li et al. 2020): ``BCE(sigmoid(x), y) * |y - sigmoid(x)|^beta``."""
     return F.binary_cross_entropy_with_logits(logits, target, reduction="none") * (
-        (logits.sigmoid() - target).abs().pow(beta))
+        (logits.sigmoid() - target).abs().pow(beta)
+    )
 
 
 def dfl_loss(reg_logits: torch.Tensor, target: torch.Tensor, reg_max: int) -> torch.Tensor:
@@ -50,13 +51,20 @@ def dense_predictions(out: dict[str, list[torch.Tensor]], strides: tuple[int, ..
 
 def assign(dense: dict, targets: list[dict[str, torch.Tensor]]) -> Assignment:
     gt_boxes, gt_labels, gt_mask = pad_targets(targets, dense["cls"].device)
-    return task_aligned_assign(dense["cls"].detach().sigmoid(), dense["boxes"].detach(), dense["points"],
-                               gt_boxes, gt_labels, gt_mask)
+    return task_aligned_assign(
+        dense["cls"].detach().sigmoid(), dense["boxes"].detach(), dense["points"], gt_boxes, gt_labels, gt_mask
+    )
 
 
-def detection_loss(out: dict[str, list[torch.Tensor]], targets: list[dict[str, torch.Tensor]],
-                   strides: tuple[int, ...], reg_max: int, weights: dict[str, float] | None = None,
-                   dense: dict | None = None, assignment: Assignment | None = None) -> dict[str, torch.Tensor]:
+def detection_loss(
+    out: dict[str, list[torch.Tensor]],
+    targets: list[dict[str, torch.Tensor]],
+    strides: tuple[int, ...],
+    reg_max: int,
+    weights: dict[str, float] | None = None,
+    dense: dict | None = None,
+    assignment: Assignment | None = None,
+) -> dict[str, torch.Tensor]:
     """Named loss terms and their weighted ``total`` for a batch of raw maps and targets."""
     w = {**LOSS_WEIGHTS, **(weights or {})}
     dense = dense if dense is not None else dense_predictions(out, strides, reg_max)
@@ -66,8 +74,10 @@ def detection_loss(out: dict[str, list[torch.Tensor]], targets: list[dict[str, t
     if a.fg.any():
         weight = a.scores.sum(-1)[a.fg]
         box = (generalized_box_iou_loss(dense["boxes"][a.fg], a.boxes[a.fg], reduction="none") * weight).sum() / norm
-        target_bins = box_to_distance(dense["points"][None].expand_as(a.boxes[..., :2]), a.boxes)[a.fg] / (
-            dense["strides"][None].expand(a.fg.shape[0], -1, -1)[a.fg])
+        target_bins = (
+            box_to_distance(dense["points"][None].expand_as(a.boxes[..., :2]), a.boxes)[a.fg]
+            / (dense["strides"][None].expand(a.fg.shape[0], -1, -1)[a.fg])
+        )
         dfl = (dfl_loss(dense["reg"][a.fg], target_bins, reg_max) * weight).sum() / norm
     else:
         box = dfl = dense["boxes"].sum() * 0.0

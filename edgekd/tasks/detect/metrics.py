@@ -15,36 +15,54 @@ import io
 import numpy as np
 import torch
 
-from edgekd.tasks.detect.data import DetectionSplit
+from edgekd.tasks.detect.dataset import DetectionSplit
 
 
 def coco_ground_truth(split: DetectionSplit, names: list[str], category_ids: list[int]) -> dict:
-    images = [{"id": i + 1, "file_name": f, "height": h, "width": w}
-              for i, (f, (h, w)) in enumerate(zip(split.file_names, split.sizes, strict=True))]
+    images = [
+        {"id": i + 1, "file_name": f, "height": h, "width": w}
+        for i, (f, (h, w)) in enumerate(zip(split.file_names, split.sizes, strict=True))
+    ]
     anns = []
     for i, (boxes, labels) in enumerate(zip(split.boxes, split.labels, strict=True)):
         for box, lab in zip(boxes.tolist(), labels.tolist(), strict=True):
             w, h = box[2] - box[0], box[3] - box[1]
-            anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": category_ids[lab],
-                         "bbox": [box[0], box[1], w, h], "area": w * h, "iscrowd": 0})
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": i + 1,
+                    "category_id": category_ids[lab],
+                    "bbox": [box[0], box[1], w, h],
+                    "area": w * h,
+                    "iscrowd": 0,
+                }
+            )
     cats = [{"id": cid, "name": n} for cid, n in zip(category_ids, names, strict=True)]
     return {"images": images, "annotations": anns, "categories": cats}
 
 
-def results_json(predictions: list[dict[str, torch.Tensor]], split: DetectionSplit,
-                 category_ids: list[int]) -> list[dict]:
+def results_json(
+    predictions: list[dict[str, torch.Tensor]], split: DetectionSplit, category_ids: list[int]
+) -> list[dict]:
     """COCO results: one ``{image_id, file_name, category_id, bbox [x, y, w, h], score}`` per detection."""
     out = []
     for i, p in enumerate(predictions):
         for box, score, lab in zip(p["boxes"].tolist(), p["scores"].tolist(), p["labels"].tolist(), strict=True):
-            out.append({"image_id": i + 1, "file_name": split.file_names[i], "category_id": category_ids[int(lab)],
-                        "bbox": [round(box[0], 3), round(box[1], 3), round(box[2] - box[0], 3),
-                                 round(box[3] - box[1], 3)], "score": round(float(score), 5)})
+            out.append(
+                {
+                    "image_id": i + 1,
+                    "file_name": split.file_names[i],
+                    "category_id": category_ids[int(lab)],
+                    "bbox": [round(box[0], 3), round(box[1], 3), round(box[2] - box[0], 3), round(box[3] - box[1], 3)],
+                    "score": round(float(score), 5),
+                }
+            )
     return out
 
 
-def coco_map(predictions: list[dict[str, torch.Tensor]], split: DetectionSplit, names: list[str],
-             category_ids: list[int]) -> dict:
+def coco_map(
+    predictions: list[dict[str, torch.Tensor]], split: DetectionSplit, names: list[str], category_ids: list[int]
+) -> dict:
     """``{"mAP", "mAP50", "mAP75", "per_class": {name: AP or None}}`` of per-image predictions (split order)."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
@@ -70,5 +88,4 @@ def coco_map(predictions: list[dict[str, torch.Tensor]], split: DetectionSplit, 
         name = names[category_ids.index(cid)]
         p = precision[:, :, k, 0, -1]
         per_class[name] = float(np.mean(p[p > -1])) if (p > -1).any() else None
-    return {"mAP": float(ev.stats[0]), "mAP50": float(ev.stats[1]), "mAP75": float(ev.stats[2]),
-            "per_class": per_class}
+    return {"mAP": float(ev.stats[0]), "mAP50": float(ev.stats[1]), "mAP75": float(ev.stats[2]), "per_class": per_class}

@@ -104,9 +104,21 @@ def build_detector(name: str, num_classes: int, imgsz: int = 320) -> nn.Module:
 def describe(model: nn.Module) -> dict:
     """What KD needs to know about a detector: name, family, head kind, DFL bins, classes."""
     if isinstance(model, EdgeDetector):
-        return {"name": model.name, "family": "edet", "head": "dense-anchor-free-dfl", "reg_max": model.reg_max,
-                "num_classes": model.num_classes, "strides": list(model.strides)}
+        return {
+            "name": model.name,
+            "family": "edet",
+            "head": "dense-anchor-free-dfl",
+            "reg_max": model.reg_max,
+            "num_classes": model.num_classes,
+            "strides": list(model.strides),
+        }
     if isinstance(model, TorchvisionDetector):
-        return {"name": model.name, "family": model.family, "head": model.head_kind, "reg_max": None,
-                "num_classes": model.num_classes, "strides": None}
+        return {
+            "name": model.name,
+            "family": model.family,
+            "head": model.head_kind,
+            "reg_max": None,
+            "num_classes": model.num_classes,
+            "strides": None,
+        }
     raise EdgekdError(f"{type(model).__name__} is not an edgekd detector; build it with build_detector")

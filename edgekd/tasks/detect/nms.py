@@ -18,8 +18,9 @@ from torch import nn
 from torchvision.ops import batched_nms
 
 
-def nms_indices(boxes: torch.Tensor, scores: torch.Tensor, max_per_class: int, iou_threshold: float,
-                score_threshold: float) -> torch.Tensor:
+def nms_indices(
+    boxes: torch.Tensor, scores: torch.Tensor, max_per_class: int, iou_threshold: float, score_threshold: float
+) -> torch.Tensor:
     """Reference of ONNX NonMaxSuppression: boxes ``[B, A, 4]``, scores ``[B, C, A]`` -> ``[N, 3]`` int64."""
     out = []
     num_c, num_a = scores.shape[1], scores.shape[2]
@@ -47,15 +48,20 @@ class OnnxNMS(torch.autograd.Function):
 
     @staticmethod
     def symbolic(g, boxes, scores, max_per_class, iou_threshold, score_threshold):
-        return g.op("NonMaxSuppression", boxes, scores,
-                    g.op("Constant", value_t=torch.tensor([max_per_class], dtype=torch.int64)),
-                    g.op("Constant", value_t=torch.tensor([iou_threshold], dtype=torch.float32)),
-                    g.op("Constant", value_t=torch.tensor([score_threshold], dtype=torch.float32)),
-                    center_point_box_i=0)
+        return g.op(
+            "NonMaxSuppression",
+            boxes,
+            scores,
+            g.op("Constant", value_t=torch.tensor([max_per_class], dtype=torch.int64)),
+            g.op("Constant", value_t=torch.tensor([iou_threshold], dtype=torch.float32)),
+            g.op("Constant", value_t=torch.tensor([score_threshold], dtype=torch.float32)),
+            center_point_box_i=0,
+        )
 
 
-def pad_detections(boxes: torch.Tensor, scores: torch.Tensor, selected: torch.Tensor, max_det: int
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def pad_detections(
+    boxes: torch.Tensor, scores: torch.Tensor, selected: torch.Tensor, max_det: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Selected ``(b, c, a)`` triplets -> EfficientNMS-style padded outputs, best ``max_det`` per image."""
     bsz, num_c, num_a = scores.shape
     b, c, a = selected[:, 0], selected[:, 1], selected[:, 2]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from edgekd.tasks.detect.data import DetectionSplit
+from edgekd.tasks.detect.dataset import DetectionSplit
 from edgekd.tasks.detect.decode import decode
 from edgekd.tasks.detect.edge_detector import EdgeDetector
 from edgekd.tasks.detect.nms import EfficientNMSOutputs
@@ -24,15 +24,20 @@ def padded_to_list(num_dets, det_boxes, det_scores, det_classes) -> list[dict[st
     out = []
     for i in range(det_boxes.shape[0]):
         n = int(num_dets[i, 0])
-        out.append({"boxes": torch.as_tensor(det_boxes[i, :n]).float(),
-                    "scores": torch.as_tensor(det_scores[i, :n]).float(),
-                    "labels": torch.as_tensor(det_classes[i, :n]).long()})
+        out.append(
+            {
+                "boxes": torch.as_tensor(det_boxes[i, :n]).float(),
+                "scores": torch.as_tensor(det_scores[i, :n]).float(),
+                "labels": torch.as_tensor(det_classes[i, :n]).long(),
+            }
+        )
     return out
 
 
 @torch.no_grad()
-def detect_batch(model: nn.Module, images: torch.Tensor, conf: float = CONF, iou: float = IOU,
-                 max_det: int = MAX_DET) -> list[dict[str, torch.Tensor]]:
+def detect_batch(
+    model: nn.Module, images: torch.Tensor, conf: float = CONF, iou: float = IOU, max_det: int = MAX_DET
+) -> list[dict[str, torch.Tensor]]:
     """Detections for a batch of letterboxed images (boxes in the batch's pixels)."""
     if isinstance(model, EdgeDetector):
         scores, boxes = decode(model(images), model.strides, model.reg_max)
@@ -41,8 +46,16 @@ def detect_batch(model: nn.Module, images: torch.Tensor, conf: float = CONF, iou
 
 
 @torch.no_grad()
-def predict_split(model: nn.Module, split: DetectionSplit, imgsz: int, batch_size: int = 16, conf: float = CONF,
-                  iou: float = IOU, max_det: int = MAX_DET, runner=None) -> list[dict[str, torch.Tensor]]:
+def predict_split(
+    model: nn.Module,
+    split: DetectionSplit,
+    imgsz: int,
+    batch_size: int = 16,
+    conf: float = CONF,
+    iou: float = IOU,
+    max_det: int = MAX_DET,
+    runner=None,
+) -> list[dict[str, torch.Tensor]]:
     """Per-image detections on ``split`` in original pixels; ``runner(images)`` replaces the model (ONNX)."""
     was = model.training if model is not None else False
     if model is not None:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from edgekd.tasks.detect.data import DetectionData
+from edgekd.tasks.detect.dataset import DetectionData
 from edgekd.tasks.detect.edge_detector import EdgeDetector
 from edgekd.tasks.detect.loss import assign, dense_predictions, detection_loss
 from edgekd.tasks.detect.transforms import iterate_batches
@@ -29,11 +29,25 @@ def lr_at(step: int, total: int, base: float, warmup: int) -> float:
     return base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def train_detector(model: nn.Module, data: DetectionData, *, epochs: int = 10, lr: float = 2e-3,
-                   batch_size: int = 16, imgsz: int = 320, seed: int = 0, teacher: nn.Module | None = None,
-                   kd: dict[str, float] | None = None, kd_options: dict | None = None, weight_decay: float = 5e-4,
-                   hflip: float = 0.5, scale: tuple[float, float] = (0.6, 1.4), mosaic: float = 0.0,
-                   max_steps: int | None = None, log: Callable[[str], None] | None = None) -> dict:
+def train_detector(
+    model: nn.Module,
+    data: DetectionData,
+    *,
+    epochs: int = 10,
+    lr: float = 2e-3,
+    batch_size: int = 16,
+    imgsz: int = 320,
+    seed: int = 0,
+    teacher: nn.Module | None = None,
+    kd: dict[str, float] | None = None,
+    kd_options: dict | None = None,
+    weight_decay: float = 5e-4,
+    hflip: float = 0.5,
+    scale: tuple[float, float] = (0.6, 1.4),
+    mosaic: float = 0.0,
+    max_steps: int | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict:
     """Train ``model`` in place on ``data.train``; returns ``{"steps", "epochs": [mean loss terms per epoch]}``."""
     torch.manual_seed(seed)
     distiller = None
@@ -53,8 +67,9 @@ def train_detector(model: nn.Module, data: DetectionData, *, epochs: int = 10, l
     for epoch in range(epochs):
         sums: dict[str, float] = {}
         count = 0
-        for batch in iterate_batches(data.train, imgsz, batch_size, train=True, seed=seed, epoch=epoch,
-                                     hflip=hflip, scale=scale, mosaic=mosaic):
+        for batch in iterate_batches(
+            data.train, imgsz, batch_size, train=True, seed=seed, epoch=epoch, hflip=hflip, scale=scale, mosaic=mosaic
+        ):
             if step >= total:
                 break
             for g in opt.param_groups:
@@ -63,8 +78,9 @@ def train_detector(model: nn.Module, data: DetectionData, *, epochs: int = 10, l
                 out = model(batch.images)
                 dense = dense_predictions(out, model.strides, model.reg_max)
                 assignment = assign(dense, batch.targets)
-                terms = detection_loss(out, batch.targets, model.strides, model.reg_max, dense=dense,
-                                       assignment=assignment)
+                terms = detection_loss(
+                    out, batch.targets, model.strides, model.reg_max, dense=dense, assignment=assignment
+                )
             else:
                 out, dense, assignment = None, None, None
                 terms = model.loss(batch.images, batch.targets)

@@ -19,7 +19,7 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from edgekd.tasks.detect.data import DetectionSplit
+from edgekd.tasks.detect.dataset import DetectionSplit
 
 PAD_VALUE = 114
 
@@ -63,12 +63,16 @@ def train_augment(hflip: float = 0.5, scale: tuple[float, float] = (0.6, 1.4), t
 
 def _augmented(split: DetectionSplit, i: int, imgsz: int, aug: v2.Compose) -> tuple[torch.Tensor, dict]:
     img, boxes, _ = letterbox(split.image(i), split.boxes[i], imgsz)
-    sample = {"image": tv_tensors.Image(img),
-              "boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(imgsz, imgsz)),
-              "labels": split.labels[i]}
+    sample = {
+        "image": tv_tensors.Image(img),
+        "boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(imgsz, imgsz)),
+        "labels": split.labels[i],
+    }
     out = aug(sample)
-    return out["image"].as_subclass(torch.Tensor), {"boxes": out["boxes"].as_subclass(torch.Tensor).float(),
-                                                     "labels": out["labels"]}
+    return out["image"].as_subclass(torch.Tensor), {
+        "boxes": out["boxes"].as_subclass(torch.Tensor).float(),
+        "labels": out["labels"],
+    }
 
 
 def mosaic4(parts: list[tuple[torch.Tensor, dict]], imgsz: int) -> tuple[torch.Tensor, dict]:
@@ -78,16 +82,25 @@ def mosaic4(parts: list[tuple[torch.Tensor, dict]], imgsz: int) -> tuple[torch.T
     boxes, labels = [], []
     for k, (img, tgt) in enumerate(parts):
         ox, oy = (k % 2) * half, (k // 2) * half
-        canvas[:, oy:oy + half, ox:ox + half] = v2.functional.resize(img, [half, half], antialias=True)
+        canvas[:, oy : oy + half, ox : ox + half] = v2.functional.resize(img, [half, half], antialias=True)
         s = half / imgsz
         boxes.append(tgt["boxes"] * s + torch.tensor([ox, oy, ox, oy], dtype=torch.float32))
         labels.append(tgt["labels"])
     return canvas, {"boxes": torch.cat(boxes), "labels": torch.cat(labels)}
 
 
-def iterate_batches(split: DetectionSplit, imgsz: int, batch_size: int, *, train: bool, seed: int = 0,
-                    epoch: int = 0, hflip: float = 0.5, scale: tuple[float, float] = (0.6, 1.4),
-                    mosaic: float = 0.0) -> Iterator[Batch]:
+def iterate_batches(
+    split: DetectionSplit,
+    imgsz: int,
+    batch_size: int,
+    *,
+    train: bool,
+    seed: int = 0,
+    epoch: int = 0,
+    hflip: float = 0.5,
+    scale: tuple[float, float] = (0.6, 1.4),
+    mosaic: float = 0.0,
+) -> Iterator[Batch]:
     """Yield batches; training batches are shuffled and augmented, evaluation batches are letterboxed only."""
     n = len(split)
     order = list(range(n))
@@ -96,7 +109,7 @@ def iterate_batches(split: DetectionSplit, imgsz: int, batch_size: int, *, train
         g = torch.Generator().manual_seed(seed * 100_003 + epoch)
         order = torch.randperm(n, generator=g).tolist()
     for start in range(0, n, batch_size):
-        idx = order[start:start + batch_size]
+        idx = order[start : start + batch_size]
         images, targets, scales = [], [], []
         for i in idx:
             if not train:

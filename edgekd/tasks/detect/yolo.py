@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from edgekd.errors import EdgekdError
-from edgekd.tasks.detect.data import BoxCounts, DetectionData, DetectionSplit, sanitize_boxes
+from edgekd.tasks.detect.dataset import BoxCounts, DetectionData, DetectionSplit, sanitize_boxes
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
@@ -61,11 +61,15 @@ def parse_label_file(path: Path, num_classes: int) -> tuple[torch.Tensor, torch.
             cls = int(fields[0])
             vals = [float(v) for v in fields[1:]]
         except ValueError:
-            raise EdgekdError(f"{path}:{lineno}: malformed label line {line.strip()!r}; expected 'class cx cy w h' "
-                              f"(an integer and four numbers)") from None
+            raise EdgekdError(
+                f"{path}:{lineno}: malformed label line {line.strip()!r}; expected 'class cx cy w h' "
+                f"(an integer and four numbers)"
+            ) from None
         if not 0 <= cls < num_classes:
-            raise EdgekdError(f"{path}:{lineno}: class id {cls} is outside names (0..{num_classes - 1}); "
-                              f"fix the label or add the class to data.yaml")
+            raise EdgekdError(
+                f"{path}:{lineno}: class id {cls} is outside names (0..{num_classes - 1}); "
+                f"fix the label or add the class to data.yaml"
+            )
         rows.append(vals)
         classes.append(cls)
     return torch.tensor(rows, dtype=torch.float32).reshape(-1, 4), torch.tensor(classes, dtype=torch.int64)
@@ -84,8 +88,15 @@ def load_yolo_split(base: Path, rel: str, split: str, num_classes: int, counts: 
             cxcywh, cls = parse_label_file(lp, num_classes)
         else:
             cxcywh, cls = torch.zeros(0, 4), torch.zeros(0, dtype=torch.int64)
-        xyxy = torch.stack([(cxcywh[:, 0] - cxcywh[:, 2] / 2) * w, (cxcywh[:, 1] - cxcywh[:, 3] / 2) * h,
-                            (cxcywh[:, 0] + cxcywh[:, 2] / 2) * w, (cxcywh[:, 1] + cxcywh[:, 3] / 2) * h], dim=1)
+        xyxy = torch.stack(
+            [
+                (cxcywh[:, 0] - cxcywh[:, 2] / 2) * w,
+                (cxcywh[:, 1] - cxcywh[:, 3] / 2) * h,
+                (cxcywh[:, 0] + cxcywh[:, 2] / 2) * w,
+                (cxcywh[:, 1] + cxcywh[:, 3] / 2) * h,
+            ],
+            dim=1,
+        )
         keep = sanitize_boxes(xyxy, h, w, counts)
         sizes.append((h, w))
         boxes.append(xyxy[keep])

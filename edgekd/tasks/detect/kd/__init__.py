@@ -44,8 +44,14 @@ def pair_info(teacher: nn.Module, student: nn.Module, imgsz: int) -> PairInfo:
             if abs(t_strides[ti] - stride) < 1e-6 and g.shape[-2:] == f.shape[-2:]:
                 matched.append((si, ti, stride))
                 break
-    return PairInfo(describe(teacher), describe(student), matched, [f.shape[1] for f in sf],
-                    [f.shape[1] for f in tf], [round(s, 2) for s in t_strides])
+    return PairInfo(
+        describe(teacher),
+        describe(student),
+        matched,
+        [f.shape[1] for f in sf],
+        [f.shape[1] for f in tf],
+        [round(s, 2) for s in t_strides],
+    )
 
 
 def _reason(method: str, info: PairInfo, imgsz: int) -> str | None:
@@ -55,15 +61,19 @@ def _reason(method: str, info: PairInfo, imgsz: int) -> str | None:
         return f"the student {s['name']} is not an edgekd edge detector (edet_*)"
     if kind == "response":
         if t["family"] != "edet":
-            return (f"response methods need a teacher with the student's dense anchor-free DFL head (an edet_*), "
-                    f"and {t['name']} has a {t['head']} head")
+            return (
+                f"response methods need a teacher with the student's dense anchor-free DFL head (an edet_*), "
+                f"and {t['name']} has a {t['head']} head"
+            )
         if t["num_classes"] != s["num_classes"]:
             return f"the teacher predicts {t['num_classes']} classes, the student {s['num_classes']}"
         if method == "ld" and t["reg_max"] != s["reg_max"]:
             return f"the teacher's DFL has {t['reg_max']} bins, the student's {s['reg_max']}"
     if kind == "feature" and not info.matched:
-        return (f"the teacher's feature strides at imgsz {imgsz} are {info.teacher_strides}, none matches the "
-                f"student's {s['strides']} with the same map size")
+        return (
+            f"the teacher's feature strides at imgsz {imgsz} are {info.teacher_strides}, none matches the "
+            f"student's {s['strides']} with the same map size"
+        )
     return None
 
 
@@ -71,8 +81,9 @@ def applicable_methods(info: PairInfo, imgsz: int) -> list[str]:
     return [m for m in METHODS if _reason(m, info, imgsz) is None]
 
 
-def applicable(method: str, teacher: nn.Module, student: nn.Module, imgsz: int,
-               info: PairInfo | None = None) -> str | None:
+def applicable(
+    method: str, teacher: nn.Module, student: nn.Module, imgsz: int, info: PairInfo | None = None
+) -> str | None:
     """``None`` when ``method`` can distil ``teacher`` into ``student``; else the one-line refusal."""
     if method not in METHODS:
         return f"unknown detection KD method {method!r}; choose from {', '.join(METHODS)}"
@@ -81,15 +92,18 @@ def applicable(method: str, teacher: nn.Module, student: nn.Module, imgsz: int,
     if why is None:
         return None
     ok = applicable_methods(info, imgsz)
-    return (f"KD method {method!r} cannot distil {info.teacher['name']} into {info.student['name']}: {why}; "
-            f"methods that apply to this pair: {', '.join(ok) if ok else 'none'}")
+    return (
+        f"KD method {method!r} cannot distil {info.teacher['name']} into {info.student['name']}: {why}; "
+        f"methods that apply to this pair: {', '.join(ok) if ok else 'none'}"
+    )
 
 
 class Distiller(nn.Module):
     """Weighted detection KD terms for a frozen teacher and a training edge student."""
 
-    def __init__(self, teacher: nn.Module, student: nn.Module, methods: dict[str, float], imgsz: int,
-                 options: dict | None = None):
+    def __init__(
+        self, teacher: nn.Module, student: nn.Module, methods: dict[str, float], imgsz: int, options: dict | None = None
+    ):
         super().__init__()
         info = pair_info(teacher, student, imgsz)
         for name in methods:
@@ -104,8 +118,14 @@ class Distiller(nn.Module):
         self.methods = nn.ModuleDict({n: METHODS[n](info, **opts.get(n, {})) for n in methods})
         self.pseudo = {"conf": 0.5, "iou": 0.6, "max_det": 100, **opts.get("pseudo_label", {})}
 
-    def forward(self, images: torch.Tensor, targets: list[dict[str, torch.Tensor]], student_out: dict,
-                student_dense: dict, assignment) -> dict[str, torch.Tensor]:
+    def forward(
+        self,
+        images: torch.Tensor,
+        targets: list[dict[str, torch.Tensor]],
+        student_out: dict,
+        student_dense: dict,
+        assignment,
+    ) -> dict[str, torch.Tensor]:
         teacher = self.teacher[0]
         kinds = {m.kind for m in self.methods.values()}
         with torch.no_grad():
@@ -120,11 +140,15 @@ class Distiller(nn.Module):
             if "pseudo" in kinds:
                 from edgekd.tasks.detect.predict import detect_batch
 
-                pseudo = [{"boxes": d["boxes"], "labels": d["labels"]}
-                          for d in detect_batch(teacher, images, self.pseudo["conf"], self.pseudo["iou"],
-                                                self.pseudo["max_det"])]
-        ctx = KDContext(images, targets, student_out["feats"], t_feats, student_dense, t_dense, assignment,
-                        student_out, pseudo)
+                pseudo = [
+                    {"boxes": d["boxes"], "labels": d["labels"]}
+                    for d in detect_batch(
+                        teacher, images, self.pseudo["conf"], self.pseudo["iou"], self.pseudo["max_det"]
+                    )
+                ]
+        ctx = KDContext(
+            images, targets, student_out["feats"], t_feats, student_dense, t_dense, assignment, student_out, pseudo
+        )
         terms = {name: m(ctx) for name, m in self.methods.items()}
         terms["total"] = sum(self.weights[n] * v for n, v in terms.items())
         return terms

@@ -46,14 +46,23 @@ def box_mask(boxes: list[torch.Tensor], shape: tuple[int, int], stride: int) -> 
         if len(b) == 0:
             out.append(torch.zeros(shape))
             continue
-        inside = ((pts[None, :, 0] >= b[:, None, 0]) & (pts[None, :, 0] <= b[:, None, 2])
-                  & (pts[None, :, 1] >= b[:, None, 1]) & (pts[None, :, 1] <= b[:, None, 3]))
+        inside = (
+            (pts[None, :, 0] >= b[:, None, 0])
+            & (pts[None, :, 0] <= b[:, None, 2])
+            & (pts[None, :, 1] >= b[:, None, 1])
+            & (pts[None, :, 1] <= b[:, None, 3])
+        )
         out.append(inside.any(0).float().reshape(shape))
     return torch.stack(out)
 
 
-def fine_grained_mask(boxes: list[torch.Tensor], shapes: list[tuple[int, int]], strides: list[int],
-                      psi: float = 0.5, anchor_scale: float = 4.0) -> list[torch.Tensor]:
+def fine_grained_mask(
+    boxes: list[torch.Tensor],
+    shapes: list[tuple[int, int]],
+    strides: list[int],
+    psi: float = 0.5,
+    anchor_scale: float = 4.0,
+) -> list[torch.Tensor]:
     """Wang 2019's imitation mask per level (``[B, H, W]`` each), one square anchor per location."""
     masks = [[] for _ in shapes]
     for b in boxes:

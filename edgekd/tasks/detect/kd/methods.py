@@ -62,8 +62,9 @@ class FeatureMethod(KDMethod):
 
     def __init__(self, pair: PairInfo, **options):
         super().__init__(pair, **options)
-        self.adapters = nn.ModuleList([nn.Conv2d(pair.student_channels[s], pair.teacher_channels[t], 1)
-                                       for s, t, _ in pair.matched])
+        self.adapters = nn.ModuleList(
+            [nn.Conv2d(pair.student_channels[s], pair.teacher_channels[t], 1) for s, t, _ in pair.matched]
+        )
 
     def levels(self, ctx: KDContext):
         for adapter, (s, t, stride) in zip(self.adapters, self.pair.matched, strict=True):
@@ -75,8 +76,9 @@ class Mimic(FeatureMethod):
 
     def forward(self, ctx: KDContext) -> torch.Tensor:
         boxes = [t["boxes"] for t in ctx.targets]
-        return sum(masked_l2(s, t, box_mask(boxes, tuple(t.shape[-2:]), stride))
-                   for s, t, stride in self.levels(ctx)) / len(self.adapters)
+        return sum(
+            masked_l2(s, t, box_mask(boxes, tuple(t.shape[-2:]), stride)) for s, t, stride in self.levels(ctx)
+        ) / len(self.adapters)
 
 
 class FineGrained(FeatureMethod):
@@ -84,8 +86,12 @@ class FineGrained(FeatureMethod):
 
     def forward(self, ctx: KDContext) -> torch.Tensor:
         adapted = list(self.levels(ctx))
-        masks = fine_grained_mask([t["boxes"] for t in ctx.targets], [tuple(t.shape[-2:]) for _, t, _ in adapted],
-                                  [stride for _, _, stride in adapted], psi=self.options.get("psi", 0.5))
+        masks = fine_grained_mask(
+            [t["boxes"] for t in ctx.targets],
+            [tuple(t.shape[-2:]) for _, t, _ in adapted],
+            [stride for _, _, stride in adapted],
+            psi=self.options.get("psi", 0.5),
+        )
         n = sum(m.sum() for m in masks).clamp(min=1.0)  # one N_p over all levels, as over one map in the paper
         return sum(((s - t).pow(2) * m[:, None]).sum() for (s, t, _), m in zip(adapted, masks, strict=True)) / (2 * n)
 
@@ -137,8 +143,12 @@ class LD(KDMethod):
 
     def forward(self, ctx: KDContext) -> torch.Tensor:
         fg = ctx.assignment.fg
-        return localization_distillation(ctx.student_dense["reg"][fg], ctx.teacher_dense["reg"][fg],
-                                         self.pair.student["reg_max"], self.options.get("temperature", 10.0))
+        return localization_distillation(
+            ctx.student_dense["reg"][fg],
+            ctx.teacher_dense["reg"][fg],
+            self.pair.student["reg_max"],
+            self.options.get("temperature", 10.0),
+        )
 
 
 class PseudoLabel(KDMethod):
@@ -150,9 +160,11 @@ class PseudoLabel(KDMethod):
         from edgekd.tasks.detect.loss import detection_loss
 
         s = self.pair.student
-        return detection_loss(ctx.student_out, ctx.pseudo_targets, tuple(s["strides"]), s["reg_max"],
-                              dense=ctx.student_dense)["total"]
+        return detection_loss(
+            ctx.student_out, ctx.pseudo_targets, tuple(s["strides"]), s["reg_max"], dense=ctx.student_dense
+        )["total"]
 
 
-METHODS: dict[str, type[KDMethod]] = {m.name: m for m in (DenseKD, BoundedRegression, LD, Mimic, FineGrained,
-                                                          CWD, PKD, PseudoLabel)}
+METHODS: dict[str, type[KDMethod]] = {
+    m.name: m for m in (DenseKD, BoundedRegression, LD, Mimic, FineGrained, CWD, PKD, PseudoLabel)
+}

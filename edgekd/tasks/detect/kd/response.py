@@ -21,8 +21,9 @@ import torch
 import torch.nn.functional as F
 
 
-def dense_class_kd(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0,
-                   mode: str = "sigmoid") -> torch.Tensor:
+def dense_class_kd(
+    student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0, mode: str = "sigmoid"
+) -> torch.Tensor:
     """Class KD on ``[N, C]`` logits at N matched locations (see module docstring)."""
     if student.numel() == 0:
         return student.sum() * 0.0
@@ -31,15 +32,17 @@ def dense_class_kd(student: torch.Tensor, teacher: torch.Tensor, temperature: fl
         target = (teacher / t).sigmoid()
         per = F.binary_cross_entropy_with_logits(student / t, target, reduction="none").sum(-1)
     elif mode == "softmax":
-        per = F.kl_div((student / t).log_softmax(-1), (teacher / t).log_softmax(-1), reduction="none",
-                       log_target=True).sum(-1)
+        per = F.kl_div(
+            (student / t).log_softmax(-1), (teacher / t).log_softmax(-1), reduction="none", log_target=True
+        ).sum(-1)
     else:
         raise ValueError(f"mode must be 'sigmoid' or 'softmax', not {mode!r}")
     return per.mean() * t * t
 
 
-def bounded_regression(student: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor,
-                       margin: float = 0.0) -> torch.Tensor:
+def bounded_regression(
+    student: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor, margin: float = 0.0
+) -> torch.Tensor:
     """Chen 2017's teacher-bounded L2 on ``[N, 4]`` regression outputs and targets."""
     if student.numel() == 0:
         return student.sum() * 0.0
@@ -48,8 +51,9 @@ def bounded_regression(student: torch.Tensor, teacher: torch.Tensor, target: tor
     return torch.where(ls + margin > lt, ls, torch.zeros_like(ls)).mean()
 
 
-def localization_distillation(student: torch.Tensor, teacher: torch.Tensor, reg_max: int,
-                              temperature: float = 10.0) -> torch.Tensor:
+def localization_distillation(
+    student: torch.Tensor, teacher: torch.Tensor, reg_max: int, temperature: float = 10.0
+) -> torch.Tensor:
     """LD on ``[N, 4 * reg_max]`` DFL bin logits (see module docstring)."""
     if student.numel() == 0:
         return student.sum() * 0.0

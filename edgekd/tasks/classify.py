@@ -1,0 +1,33 @@
+"""Classification, the first task: the zoo's classifiers, cross-entropy, top-1, logits out.
+
+Its stages are the defaults of ``edgekd/stages/`` (the pipeline was built for it first), so it
+overrides none. Its data: scikit-learn's ``digits``, folders of ``.npz`` files, ImageFolder trees
+(edgekd/data/); its models: edgekd/models/; its KD methods: edgekd/distill/methods/.
+"""
+
+from __future__ import annotations
+
+from edgekd.tasks.base import Metric, Task
+
+
+def _model_names() -> list[str]:
+    from edgekd.models.registry import list_models
+
+    return list_models()
+
+
+def _kd_methods() -> list[str]:
+    from edgekd.distill.methods import method_names
+
+    return method_names()
+
+
+CLASSIFY = Task(
+    name="classify",
+    description="image classification (top-1)",
+    metric=Metric(key="top1", label="top-1"),
+    model_names=_model_names,
+    kd_methods=_kd_methods,
+    matches_data=lambda source: False,  # the default: anything detection does not claim
+    matches_teacher_arch=lambda arch: False,
+)

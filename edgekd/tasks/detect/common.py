@@ -1,0 +1,64 @@
+"""What the detection stages share: the run's dataset and teacher (loaded once per process), and the
+validation mAP of a model or of its ONNX."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from edgekd.errors import EdgekdError
+from edgekd.tasks.detect.checkpoint import load_detector
+from edgekd.tasks.detect.data import load_detection_data
+from edgekd.tasks.detect.dataset import DetectionData
+from edgekd.tasks.detect.metrics import coco_map
+from edgekd.tasks.detect.predict import predict_split
+
+
+def detection_data(ctx_or_run, config) -> DetectionData:
+    run = getattr(ctx_or_run, "run", ctx_or_run)
+
+    def load() -> DetectionData:
+        data = load_detection_data(config.data.source, layout=config.detect.layout, seed=config.seed, log=None)
+        n = config.data.max_train_samples
+        if n is not None and n < len(data.train):  # a quick look: the first n training images
+            data.train = data.train.subset(n)
+        return data
+
+    return run.memo("detect_data", load)
+
+
+def teacher_file(config) -> Path:
+    if not config.teacher.checkpoint:
+        raise EdgekdError("no teacher given; pass --teacher CKPT (train one with `edgekd train-teacher --task detect`)")
+    path = Path(config.teacher.checkpoint).expanduser()
+    if not path.is_file():
+        raise EdgekdError(f"teacher checkpoint {path} does not exist; check the path passed to --teacher")
+    return path
+
+
+def teacher_detector(run, config, data: DetectionData):
+    arch = config.teacher.arch if isinstance(config.teacher.arch, str) else None
+    return run.memo(
+        "detect_teacher",
+        lambda: load_detector(
+            teacher_file(config),
+            arch=arch,
+            num_classes=data.num_classes,
+            imgsz=config.detect.imgsz,
+            trust=config.teacher.trust_checkpoint,
+        ),
+    )
+
+
+def evaluate_map(model, data: DetectionData, config, runner=None) -> dict[str, Any]:
+    """COCO mAP (pycocotools) of ``model`` (or an ONNX ``runner``) on the validation split."""
+    d = config.detect
+    preds = predict_split(
+        model, data.val, d.imgsz, batch_size=d.batch_size, conf=d.conf, iou=d.iou, max_det=d.max_det, runner=runner
+    )
+    m = coco_map(preds, data.val, data.names, data.category_ids)
+    return {"map50_95": m["mAP"], "map50": m["mAP50"], "per_class": m["per_class"]}
+
+
+def _params(model) -> int:
+    return sum(p.numel() for p in model.parameters())

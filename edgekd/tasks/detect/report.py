@@ -1,0 +1,140 @@
+"""The detection bench: teacher and student side by side (mAP, mAP@.5, parameters, size, ONNX Runtime
+latency measured here, the target's modelled latency where the model supports it), and the gate on
+the mAP drop. Writes ``bench/results.json`` (``map50_95`` and ``map50`` for every model it scores),
+``results.md`` and ``junit.xml``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from edgekd.bench.junit import junit_xml
+from edgekd.host import host_description, physical_cores
+from edgekd.io import atomic_write_json, atomic_write_text
+from edgekd.runtimes.onnxruntime.session import measure_latency
+from edgekd.tasks.detect.common import detection_data, evaluate_map
+from edgekd.tasks.detect.export import OnnxDetector
+
+
+def _gate(results: dict[str, Any], max_drop_points: float | None) -> list[dict[str, Any]]:
+    if max_drop_points is None:
+        return []
+    drop = 100 * results["summary"]["map_drop"]
+    ok = drop <= max_drop_points
+    return [
+        {
+            "gate": "max_map_drop",
+            "subject": "student",
+            "status": "passed" if ok else "failed",
+            "value": drop,
+            "limit": max_drop_points,
+            "message": f"mAP@[.5:.95] {drop:.2f} points below the teacher (allowed {max_drop_points:g})",
+        }
+    ]
+
+
+def bench_results(ctx) -> dict[str, Any]:
+    cfg, d = ctx.config, ctx.config.detect
+    data = detection_data(ctx, cfg)
+    onnx_path = ctx.upstream("export") / "model_fp32.onnx"
+    teacher = json.loads((ctx.upstream("teacher") / "teacher.json").read_text())
+    distill = ctx.upstream_metrics("distill")
+    threads = cfg.bench.threads or physical_cores()
+    ctx.reporter.info(f"bench: mAP of the student's ONNX in ONNX Runtime on {len(data.val)} validation images")
+    onnx_m = evaluate_map(None, data, cfg, runner=OnnxDetector(onnx_path, threads=threads))
+    latency = {}
+    for batch in (1, 8):
+        ctx.reporter.info(f"bench: ONNX Runtime latency, batch {batch}")
+        latency[str(batch)] = measure_latency(
+            {"student": str(onnx_path)},
+            batch_size=batch,
+            input_shape=(3, d.imgsz, d.imgsz),
+            threads=threads,
+            warmup=3,
+            runs=cfg.bench.runs if batch == 1 else cfg.bench.throughput_runs,
+            sessions=cfg.bench.sessions,
+            seed=cfg.seed,
+        )["student"]
+    rows = [
+        {
+            "model": "teacher",
+            "format": "pytorch-fp32",
+            "runtime": "torch",
+            "arch": teacher["arch"]["name"],
+            "parameters": teacher["parameters"],
+            "map50_95": teacher["val_map50_95"],
+            "map50": teacher["val_map50"],
+        },
+        {
+            "model": "student",
+            "format": "pytorch-fp32",
+            "runtime": "torch",
+            "arch": distill["student"]["name"],
+            "parameters": distill["parameters"],
+            "map50_95": distill["val_map50_95"],
+            "map50": distill["val_map50"],
+        },
+        {
+            "model": "student",
+            "format": "onnx-fp32",
+            "runtime": "onnxruntime",
+            "arch": distill["student"]["name"],
+            "parameters": distill["parameters"],
+            "map50_95": onnx_m["map50_95"],
+            "map50": onnx_m["map50"],
+            "bytes": onnx_path.stat().st_size,
+            "file": "export/model_fp32.onnx",
+            "latency": {b: {k: v for k, v in r.items() if k != "host"} for b, r in latency.items()},
+        },
+    ]
+    rows[-1]["latency_b1"] = rows[-1]["latency"]["1"]
+    summary = {
+        "teacher_map50_95": teacher["val_map50_95"],
+        "student_map50_95": distill["val_map50_95"],
+        "student_onnx_map50_95": onnx_m["map50_95"],
+        "student_onnx_map50": onnx_m["map50"],
+        "map_drop": teacher["val_map50_95"] - onnx_m["map50_95"],
+        "student_p50_ms": latency["1"]["p50_ms"],
+    }
+    results: dict[str, Any] = {
+        "task": "detect",
+        "host": host_description(),
+        "target": cfg.target,
+        "models": rows,
+        "summary": summary,
+        "imgsz": d.imgsz,
+        "per_class_ap_onnx": onnx_m["per_class"],
+    }
+    results["gates"] = _gate(results, cfg.bench.gates.max_accuracy_drop_points)
+    results["gates_failed"] = sum(g["status"] == "failed" for g in results["gates"])
+    summary["gates_failed"] = results["gates_failed"]
+    atomic_write_json(ctx.dir / "results.json", results)
+    atomic_write_text(ctx.dir / "results.md", results_markdown(results))
+    timed = {**results, "models": [r for r in rows if "latency_b1" in r]}
+    atomic_write_text(ctx.dir / "junit.xml", junit_xml(timed, timestamp="", seconds=0.0))
+    return results
+
+
+def results_markdown(results: dict[str, Any]) -> str:
+    lines = [
+        "| model | format | runtime | arch | params | mAP@[.5:.95] | mAP@.5 | p50 ms (batch 1) | p50 ms (batch 8) |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in results["models"]:
+        lat = r.get("latency") or {}
+        cells = [f"{lat[b]['p50_ms']:.2f}" if b in lat else "" for b in ("1", "8")]
+        lines.append(
+            f"| {r['model']} | {r['format']} | {r['runtime']} | {r['arch']} | {r['parameters']:,} | "
+            f"{r['map50_95']:.4f} | {r['map50']:.4f} | {cells[0]} | {cells[1]} |"
+        )
+    s, h = results["summary"], results["host"]
+    text = "\n".join(lines) + "\n"
+    text += (
+        f"\nStudent (ONNX Runtime) vs teacher: mAP@[.5:.95] {-100 * s['map_drop']:+.2f} points. COCO mAP by "
+        f"pycocotools on the validation split at {results['imgsz']}px. Latency: measured on this host "
+        f"({h['cpu']}), ONNX Runtime {h['onnxruntime']}, NMS included; medians over fresh sessions.\n"
+    )
+    for g in results["gates"]:
+        text += f"\nGate {g['gate']}: {g['status']} ({g['message']}).\n"
+    return text

@@ -1,0 +1,268 @@
+"""The stages that differ for detection: teacher, distill, export, bench and package on detectors.
+
+They run in the same run directory, manifest and resume as classification's stages, and write the
+same kinds of files (``teacher/teacher.json``, ``distill/student.pt``, ``export/model_fp32.onnx`` with
+NMS inside, ``bench/results.json`` with ``map50_95`` and ``map50`` for every model it scores, a
+``package/`` bundle whose ``infer.py`` draws boxes and writes COCO-style JSON). Search and INT8 for
+detectors are issue 18: those two stages record that they were skipped and why.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from edgekd.errors import CheckFailed, EdgekdError
+from edgekd.io import atomic_write_json, atomic_write_text, sha256_file
+from edgekd.stage import Stage, StageContext, StageResult
+from edgekd.tasks.detect.checkpoint import load_detector, save_detector
+from edgekd.tasks.detect.common import _params, detection_data, evaluate_map, teacher_detector, teacher_file
+from edgekd.tasks.detect.export import OnnxDetector, export_detector_onnx
+from edgekd.tasks.detect.kd import applicable
+from edgekd.tasks.detect.models import build_detector
+from edgekd.tasks.detect.train import train_detector
+
+_KEYS = ("task", "teacher", "data", "seed", "detect")
+
+
+def _hflip(config) -> float:
+    return 0.0 if config.data.source == "digits-detect" else 0.5  # mirrored digits are other digits
+
+
+class DetectTeacherStage(Stage):
+    name = "teacher"
+    config_keys = _KEYS
+
+    def external_inputs(self, config, run):
+        return {"teacher_sha256": sha256_file(teacher_file(config)), "data": str(config.data.source)}
+
+    def check(self, config, run):
+        teacher_file(config)
+
+    def run(self, ctx: StageContext) -> StageResult:
+        cfg = ctx.config
+        data = detection_data(ctx, cfg)
+        ctx.reporter.info(f"teacher: {data.summary()}")
+        if data.counts.clipped or data.counts.dropped:
+            ctx.reporter.warn(
+                f"data: {data.counts.clipped} boxes clipped to their image, "
+                f"{data.counts.dropped} degenerate boxes dropped"
+            )
+        model, info = teacher_detector(ctx.run, cfg, data)
+        path = teacher_file(cfg)
+        m = evaluate_map(model, data, cfg)
+        ctx.reporter.info(f"teacher: {info['arch']} mAP@[.5:.95] {m['map50_95']:.4f}, mAP@.5 {m['map50']:.4f}")
+        atomic_write_json(
+            ctx.dir / "teacher.json",
+            {
+                "task": "detect",
+                "checkpoint": str(path),
+                "sha256": sha256_file(path),
+                "kind": info["kind"],
+                "arch": {"name": info["arch"]},
+                "parameters": _params(model),
+                "classes": data.names,
+                "category_ids": data.category_ids,
+                "input": {"shape": [3, cfg.detect.imgsz, cfg.detect.imgsz], "normalization_source": "pixels / 255"},
+                "data": {
+                    "name": str(cfg.data.source),
+                    "layout": data.source,
+                    "train_samples": len(data.train),
+                    "val_samples": len(data.val),
+                    "val_source": "the dataset's val split",
+                    "boxes_clipped": data.counts.clipped,
+                    "boxes_dropped": data.counts.dropped,
+                },
+                "val_map50_95": m["map50_95"],
+                "val_map50": m["map50"],
+                "per_class_ap": m["per_class"],
+            },
+        )
+        return StageResult(metrics={"val_map50_95": m["map50_95"], "val_map50": m["map50"]})
+
+
+class _Skipped(Stage):
+    needs = ("teacher",)
+    reason = ""
+
+    def run(self, ctx: StageContext) -> StageResult:
+        ctx.reporter.info(f"[dim]{self.name}: skipped, {self.reason}[/dim]")
+        atomic_write_json(ctx.dir / f"{self.name}.json", {"skipped": True, "reason": self.reason})
+        return StageResult(metrics={"skipped": True, "mode": "off", "reason": self.reason})
+
+
+class DetectSearchStage(_Skipped):
+    name = "search"
+    reason = "the student search for detectors is not built yet (issue 18); the student is --student or detect.student"
+
+
+class DetectQuantizeStage(_Skipped):
+    name = "quantize"
+    reason = "INT8 for detectors is not built yet (issue 18); the detector is exported in FP32 with NMS"
+
+
+class DetectDistillStage(Stage):
+    name = "distill"
+    config_keys = (*_KEYS, "student", "distill")
+    needs = ("teacher",)
+
+    def run(self, ctx: StageContext) -> StageResult:
+        cfg, d = ctx.config, ctx.config.detect
+        data = detection_data(ctx, cfg)
+        teacher, _ = teacher_detector(ctx.run, cfg, data)
+        name = cfg.student.arch if isinstance(cfg.student.arch, str) and cfg.student.arch != "auto" else d.student
+        student = build_detector(name, data.num_classes, d.imgsz)
+        kd = {k: w for k, w in d.kd.items() if w > 0}
+        for method in kd:
+            reason = applicable(method, teacher, student, d.imgsz)
+            if reason:
+                raise EdgekdError(reason)
+        torch.manual_seed(cfg.seed)
+        common = {
+            "epochs": cfg.distill.epochs,
+            "lr": d.lr,
+            "batch_size": d.batch_size,
+            "imgsz": d.imgsz,
+            "seed": cfg.seed,
+            "hflip": _hflip(cfg),
+        }
+        terms = ", ".join(f"{w:g}*{k}" for k, w in kd.items()) or "none"
+        ctx.reporter.info(
+            f"distill: {name} ({_params(student):,} parameters) from the teacher, KD {terms}, "
+            f"{cfg.distill.epochs} epochs at {d.imgsz}px"
+        )
+        history = train_detector(student, data, teacher=teacher, kd=kd or None, log=ctx.reporter.info, **common)
+        m = evaluate_map(student, data, cfg)
+        metrics: dict[str, Any] = {
+            "student": {"name": name},
+            "parameters": _params(student),
+            "epochs": cfg.distill.epochs,
+            "kd": kd,
+            "val_map50_95": m["map50_95"],
+            "val_map50": m["map50"],
+            "loss_history": history["epochs"],
+        }
+        if cfg.distill.baseline:
+            torch.manual_seed(cfg.seed)
+            alone = build_detector(name, data.num_classes, d.imgsz)
+            train_detector(alone, data, **common)
+            b = evaluate_map(alone, data, cfg)
+            metrics.update(
+                baseline_val_map50_95=b["map50_95"],
+                baseline_val_map50=b["map50"],
+                kd_gain=m["map50_95"] - b["map50_95"],
+            )
+        ctx.reporter.info(f"distill: student mAP@[.5:.95] {m['map50_95']:.4f}, mAP@.5 {m['map50']:.4f}")
+        save_detector(
+            ctx.dir / "student.pt",
+            student,
+            arch=name,
+            names=data.names,
+            category_ids=data.category_ids,
+            imgsz=d.imgsz,
+            metrics={k: v for k, v in metrics.items() if k != "loss_history"},
+        )
+        atomic_write_json(ctx.dir / "metrics.json", metrics)
+        return StageResult(metrics={k: v for k, v in metrics.items() if k != "loss_history"})
+
+
+class DetectExportStage(Stage):
+    name = "export"
+    config_keys = (*_KEYS, "export", "target")
+    needs = ("teacher", "distill", "quantize")
+
+    def run(self, ctx: StageContext) -> StageResult:
+        from edgekd.runtimes.tensorrt.build import build_engine_script
+        from edgekd.targets import load_target
+
+        cfg, d = ctx.config, ctx.config.detect
+        data = detection_data(ctx, cfg)
+        student, _ = load_detector(
+            ctx.upstream("distill") / "student.pt", arch=None, num_classes=data.num_classes, imgsz=d.imgsz
+        )
+        nms = {"conf": d.conf, "iou": d.iou, "max_det": d.max_det}
+        path = export_detector_onnx(
+            student, ctx.dir / "model_fp32.onnx", imgsz=d.imgsz, nms=nms, opset=cfg.export.opset
+        )
+        torch_map = ctx.upstream_metrics("distill")["val_map50_95"]
+        onnx_m = evaluate_map(None, data, cfg, runner=OnnxDetector(path))
+        diff = abs(onnx_m["map50_95"] - torch_map)
+        parity = {
+            "student": {
+                "samples": len(data.val),
+                "map50_95_pytorch": torch_map,
+                "map50_95_onnx": onnx_m["map50_95"],
+                "map50_onnx": onnx_m["map50"],
+                "map_diff": diff,
+                "max_map_diff": d.parity_max_map_diff,
+                "passed": diff <= d.parity_max_map_diff,
+            }
+        }
+        atomic_write_json(ctx.dir / "parity.json", parity)
+        script = build_engine_script(
+            "model_fp32.onnx",
+            load_target(cfg.target),
+            input_name="images",
+            input_shape=(3, d.imgsz, d.imgsz),
+            int8=False,
+        )
+        atomic_write_text(ctx.dir / "build_engine.sh", script)
+        (ctx.dir / "build_engine.sh").chmod(0o755)
+        ctx.reporter.info(
+            f"export: ONNX with NMS; mAP@[.5:.95] ONNX Runtime {onnx_m['map50_95']:.4f} vs PyTorch "
+            f"{torch_map:.4f} on {len(data.val)} validation images"
+        )
+        if not parity["student"]["passed"]:
+            raise CheckFailed(
+                f"ONNX parity failed: mAP differs by {diff:.4f} (allowed {d.parity_max_map_diff:g}); "
+                f"see {ctx.dir / 'parity.json'}; to accept it, raise detect.parity_max_map_diff"
+            )
+        return StageResult(
+            metrics={
+                "opset": cfg.export.opset,
+                "nms": nms,
+                "parity_map_diff": diff,
+                "student_onnx_map50_95": onnx_m["map50_95"],
+                "int8": False,
+            }
+        )
+
+
+class DetectBenchStage(Stage):
+    name = "bench"
+    config_keys = (*_KEYS, "bench", "target")
+    needs = ("teacher", "distill", "export")
+
+    def run(self, ctx: StageContext) -> StageResult:
+        from edgekd.tasks.detect.report import bench_results
+
+        results = bench_results(ctx)
+        return StageResult(metrics={k: v for k, v in results["summary"].items()})
+
+
+class DetectPackageStage(Stage):
+    name = "package"
+    config_keys = (*_KEYS, "package", "target")
+    needs = ("teacher", "distill", "export", "bench")
+
+    def run(self, ctx: StageContext) -> StageResult:
+        from edgekd.tasks.detect.bundle import build_detect_bundle
+
+        return StageResult(metrics=build_detect_bundle(ctx))
+
+
+STAGES = {
+    stage.name: stage
+    for stage in (
+        DetectTeacherStage,
+        DetectSearchStage,
+        DetectDistillStage,
+        DetectQuantizeStage,
+        DetectExportStage,
+        DetectBenchStage,
+        DetectPackageStage,
+    )
+}
+
+__all__ = ["STAGES"]

@@ -1,0 +1,163 @@
+"""``edgekd compress --task detect`` end to end on digits-detect, and the bundle's infer.py scored by
+someone else: pycocotools on the COCO-style JSON it writes gives the mAP the bench reported.
+
+The default suite runs the pipeline once with an untrained teacher and one short epoch (every stage,
+file and interface); the slow suite trains teacher and student for 60 steps each, so that the
+bundle's mAP check compares real numbers."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from edgekd.tasks import get_task, resolve_task
+from edgekd.tasks.detect.checkpoint import load_detector, save_detector
+from edgekd.tasks.detect.data import load_detection_data
+from edgekd.tasks.detect.metrics import coco_ground_truth
+from edgekd.tasks.detect.models import build_detector
+from edgekd.tasks.detect.train import train_detector
+
+IMGSZ = 96
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_detection_data("digits-detect", seed=0, log=None)
+
+
+@pytest.fixture(scope="module")
+def teacher_file(tmp_path_factory) -> Path:
+    """An edet_p trained for 60 steps on 192 canvases (about 10 s)."""
+    torch.manual_seed(0)
+    data = load_detection_data("digits-detect", seed=0, log=None)
+    data.train = data.train.subset(192)
+    model = build_detector("edet_p", data.num_classes, IMGSZ)
+    train_detector(model, data, epochs=5, lr=4e-3, batch_size=16, imgsz=IMGSZ, seed=0, hflip=0.0)
+    out = tmp_path_factory.mktemp("det") / "teacher.pt"
+    save_detector(out, model, arch="edet_p", names=data.names, category_ids=data.category_ids, imgsz=IMGSZ)
+    return out
+
+
+def _compress(cli, teacher: Path, out: Path, epochs: int, samples: int) -> Path:
+    result = cli(
+        "compress", "--teacher", teacher, "--data", "digits-detect", "--target", "jetson-orin-nano",
+        "--student", "edet_p", "--epochs", epochs, "--max-train-samples", samples, "--set", f"detect.imgsz={IMGSZ}",
+        "--set", "detect.lr=0.004", "--set", "bench.runs=50", "--set", "bench.sessions=1",
+        "--set", "bench.throughput_runs=3", "--out", out, "--quiet",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.fixture(scope="module")
+def quick_run(cli, data, tmp_path_factory) -> Path:
+    """One epoch on 32 canvases from an untrained edet_p teacher: every stage, quickly."""
+    folder = tmp_path_factory.mktemp("detquick")
+    model = build_detector("edet_p", data.num_classes, IMGSZ)
+    save_detector(folder / "t.pt", model, arch="edet_p", names=data.names, category_ids=data.category_ids, imgsz=IMGSZ)
+    return _compress(cli, folder / "t.pt", folder / "run", epochs=1, samples=32)
+
+
+@pytest.fixture(scope="module")
+def detect_run(cli, teacher_file, tmp_path_factory) -> Path:
+    return _compress(cli, teacher_file, tmp_path_factory.mktemp("detrun") / "run", epochs=5, samples=192)
+
+
+def test_the_task_comes_from_the_data_or_the_teacher():
+    from edgekd.config import build_config
+    from edgekd.errors import EdgekdError
+
+    assert resolve_task(build_config(None, {"data.source": "digits-detect"})).task == "detect"
+    assert resolve_task(build_config(None, {"teacher.arch": "tv:fcos_resnet50_fpn"})).task == "detect"
+    assert resolve_task(build_config(None, {"data.source": "digits"})).task == "classify"
+    with pytest.raises(EdgekdError, match="--task"):
+        resolve_task(build_config(None, {"data.source": "digits-detect", "task": "classify"}))
+    assert "pseudo_label" in get_task("detect").kd_methods() and "dkd" in get_task("classify").kd_methods()
+
+
+def test_compress_detect_writes_every_stage(quick_run):
+    detect_run = quick_run
+    manifest = json.loads((detect_run / "manifest.json").read_text())
+    assert [s for s, r in manifest["stages"].items() if r["status"] == "done"] == [
+        "teacher", "distill", "quantize", "export", "bench", "package",
+    ]  # fmt: skip
+    assert yaml.safe_load((detect_run / "config.yaml").read_text())["task"] == "detect"
+    results = json.loads((detect_run / "bench" / "results.json").read_text())
+    assert all("map50_95" in r and "map50" in r for r in results["models"])
+    assert {(r["model"], r["format"]) for r in results["models"]} >= {
+        ("teacher", "pytorch-fp32"),
+        ("student", "onnx-fp32"),
+    }
+    parity = json.loads((detect_run / "export" / "parity.json").read_text())["student"]
+    assert parity["passed"] and parity["map_diff"] <= 0.005
+    report = (detect_run / "report.md").read_text()
+    assert "mAP@[.5:.95]" in report and "INT8: skipped (INT8 for detectors" in report
+    import onnx
+
+    outputs = [o.name for o in onnx.load(str(detect_run / "export" / "model_fp32.onnx")).graph.output]
+    assert outputs == ["num_dets", "det_boxes", "det_scores", "det_classes"]
+
+
+@pytest.mark.slow
+def test_trained_student_and_bundle_json_scores_to_the_bench_map(detect_run, data, tmp_path):
+    """The bundle's infer.py on the validation images, its JSON scored with pycocotools."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    assert json.loads((detect_run / "bench" / "results.json").read_text())["summary"]["student_map50_95"] > 0.0
+    bundle = next(p for p in (detect_run / "package").iterdir() if p.is_dir())
+    images = tmp_path / "val"
+    images.mkdir()
+    for i in range(len(data.val)):
+        Image.fromarray(data.val.image(i).permute(1, 2, 0).numpy()).save(images / data.val.file_names[i])
+    out_json, drawn = tmp_path / "results.json", tmp_path / "drawn"
+    done = subprocess.run(
+        [sys.executable, str(bundle / "infer.py"), str(images), "--conf", "0.001", "--json", str(out_json),
+         "--out", str(drawn)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert len(list(drawn.iterdir())) == len(data.val)
+    gt_data = coco_ground_truth(data.val, data.names, data.category_ids)
+    by_name = {im["file_name"]: im["id"] for im in gt_data["images"]}
+    dets = [{**d, "image_id": by_name[d.pop("file_name")]} for d in json.loads(out_json.read_text())]
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO()
+        gt.dataset = gt_data
+        gt.createIndex()
+        ev = COCOeval(gt, gt.loadRes(dets), "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    reported = json.loads((detect_run / "bench" / "results.json").read_text())["summary"]["student_onnx_map50_95"]
+    assert abs(ev.stats[0] - reported) <= 0.01, (ev.stats[0], reported)
+
+
+def test_bad_infer_input_is_one_line(quick_run, tmp_path):
+    bundle = next(p for p in (quick_run / "package").iterdir() if p.is_dir())
+    done = subprocess.run([sys.executable, str(bundle / "infer.py"), str(tmp_path / "nothing")], capture_output=True,
+                          text=True, check=False)  # fmt: skip
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "no image or folder" in done.stderr
+
+
+def test_a_teacher_state_dict_needs_its_arch(data, tmp_path):
+    from edgekd.errors import EdgekdError
+
+    model = build_detector("edet_p", data.num_classes, IMGSZ)
+    torch.save(model.state_dict(), tmp_path / "sd.pt")
+    with pytest.raises(EdgekdError, match="--teacher-arch"):
+        load_detector(tmp_path / "sd.pt", arch=None, num_classes=data.num_classes, imgsz=IMGSZ)
+    loaded, info = load_detector(tmp_path / "sd.pt", arch="edet_p", num_classes=data.num_classes, imgsz=IMGSZ)
+    assert info["kind"] == "state_dict"
+    with pytest.raises(EdgekdError, match="classes"):
+        save_detector(tmp_path / "e.pt", model, arch="edet_p", names=["a"], category_ids=[1], imgsz=IMGSZ)
+        load_detector(tmp_path / "e.pt", arch=None, num_classes=data.num_classes, imgsz=IMGSZ)
