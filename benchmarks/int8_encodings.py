@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -214,11 +215,8 @@ def main() -> None:
     shape = tuple(meta["input"]["shape"])
     work = Path(tempfile.mkdtemp(prefix="int8_encodings_"))
     paths = export_all(qm, work / "run", shape)
-    config = (args.run / "config.yaml").read_text()
-    data_name = "digits" if "name: digits" in config else None
-    if data_name is None:
-        raise SystemExit("this benchmark reads the run's validation split; it knows the digits demo run")
-    data = load_data(data_name, seed=0)
+    config = yaml.safe_load((args.run / "config.yaml").read_text())
+    data = load_data(config["data"]["source"], seed=config["seed"])
     normalization = normalization_from_teacher_json(args.run / "teacher")
     x = torch.cat([b for b, _ in BatchIterator(data.val, 256, shuffle=False, seed=0, normalization=normalization)])
     with torch.no_grad():
