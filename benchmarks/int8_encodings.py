@@ -37,11 +37,11 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from common import untrained_int8  # noqa: E402
+
 from edgekd.bench import host_description  # noqa: E402
 from edgekd.data import BatchIterator, load_data  # noqa: E402
 from edgekd.export.int8_onnx import export_fp32_folded, export_int8  # noqa: E402
-from edgekd.models import create_model  # noqa: E402
-from edgekd.quant import prepare_int8  # noqa: E402
 from edgekd.quant.checkpoint import load_int8  # noqa: E402
 from edgekd.runtimes.onnxruntime.int8_encoding import ENCODING_KEY, ISA_DESCRIPTIONS, apply_encoding, host_isa  # noqa: E402
 from edgekd.runtimes.onnxruntime.session import measure_latency  # noqa: E402
@@ -136,18 +136,6 @@ def latency(paths: dict[str, Path], shape, threads: int, sessions: int) -> dict:
             k: {"p50_ms": v["p50_ms"], "session_p50_ms": v["session_p50_ms"]} for k, v in res.items()
         }
     return out
-
-
-def _untrained(arch: str, out: Path):
-    torch.manual_seed(0)
-    model = create_model(arch, num_classes=10).train()
-    calib = [torch.randn(32, 3, 32, 32) for _ in range(4)]
-    with torch.no_grad():
-        for x in calib:
-            model(x)
-    qm = prepare_int8(model.eval())
-    qm.calibrate(calib, "max")
-    return qm
 
 
 def markdown(res: dict) -> str:
@@ -245,7 +233,7 @@ def main() -> None:
         res["agreement_hosts"].append(("x86-64-avx2", "QEMU Haswell"))
     res["latency"] = {f"{res['arch']} from {args.run}": latency(paths, shape, args.threads, args.sessions)}
     if args.arch:
-        extra = export_all(_untrained(args.arch, work), work / args.arch, (3, 32, 32))
+        extra = export_all(untrained_int8(args.arch)[0], work / args.arch, (3, 32, 32))
         res["latency"][f"{args.arch}, 3x32x32, untrained weights (latency only)"] = latency(
             extra, (3, 32, 32), args.threads, args.sessions
         )

@@ -52,12 +52,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from common import kd_setup  # noqa: E402
+
 from edgekd.bench import host_description  # noqa: E402
 from edgekd.config import AugmentConfig, DistillConfig, MethodConfig  # noqa: E402
 from edgekd.data import Split, augment_kwargs, compute_normalization, load_data  # noqa: E402
 from edgekd.distill.crd import scaled_k  # noqa: E402
 from edgekd.distill.methods import build_method, default_ce_weight, method_class, method_names  # noqa: E402
-from edgekd.distill.trainer import TrainSetup, evaluate, train  # noqa: E402
+from edgekd.distill.trainer import evaluate, train  # noqa: E402
 from edgekd.io import atomic_write_json, atomic_write_text  # noqa: E402
 from edgekd.models import create_model  # noqa: E402
 from edgekd.models.checkpoint import save_model  # noqa: E402
@@ -223,18 +225,7 @@ def main() -> None:
     print(f"data: {len(data.train)} train / {len(data.val)} test images ({data.val_source})", flush=True)
 
     def setup(model, methods, cfg, seed=0, teacher=None):
-        return TrainSetup(
-            student=model,
-            train=data.train,
-            val=data.val,
-            normalization=norm,
-            config=cfg,
-            seed=seed,
-            device=device,
-            teacher=teacher if methods else None,
-            methods=list(methods),
-            augment=aug,
-        )
+        return kd_setup(model, data, norm, cfg, seed, device, teacher=teacher, methods=methods, augment=aug)
 
     t0 = time.perf_counter()
     teacher_path = work / "teacher.pt"
@@ -341,17 +332,12 @@ def run_row(row, budget, seed, teacher, data, norm, aug, device, setup, n_classe
 
         cfg = cfg.model_copy(update={"scheme": row["scheme"], "ce_weight": 1.0})
         scheme = build_scheme(row["scheme"])
-        job = SchemeJob(
-            distill=cfg,
-            data=data,
-            normalization=norm,
-            device=device,
-            seed=seed,
-            new_student=new_student,
-            make_setup=lambda st, ms, c: setup(st, ms, c, seed, teacher),
-            teacher=teacher if scheme.uses_teacher else None,
-            augment=aug,
-        )
+
+        def make_setup(st, ms, c):
+            return setup(st, ms, c, seed, teacher)
+
+        job_teacher = teacher if scheme.uses_teacher else None
+        job = SchemeJob(cfg, data, norm, device, seed, new_student, make_setup, job_teacher, augment=aug)
         outcome = scheme.run(job)
         student, result = outcome.student, outcome.result
     # the evaluation's share of each epoch, to scale smoke timings to the full budget

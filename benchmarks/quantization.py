@@ -40,6 +40,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from common import untrained_int8  # noqa: E402
+
 from edgekd.bench import host_description, measure_latency, model_size  # noqa: E402
 from edgekd.config import AugmentConfig, TeacherTrainConfig  # noqa: E402
 from edgekd.data import BatchIterator, augment_kwargs, compute_normalization, load_data  # noqa: E402
@@ -336,14 +338,7 @@ def _extra_latency_models(work: Path, arch: str) -> dict[str, Path]:
     """``arch`` with untrained weights (BN statistics warmed on noise), exported the same way: latency only."""
     extra = work / f"latency_{arch}"
     extra.mkdir(exist_ok=True)
-    torch.manual_seed(0)
-    model = create_model(arch, num_classes=10).train()
-    calib = [torch.randn(32, 3, 32, 32) for _ in range(4)]
-    with torch.no_grad():
-        for x in calib:
-            model(x)
-    qm = prepare_int8(model.eval())
-    qm.calibrate(calib, "max")
+    qm, calib = untrained_int8(arch)
     export_fp32_folded(qm, extra / "model_fp32_folded.onnx", input_shape=(3, 32, 32))
     export_int8(qm, extra / "model_int8.onnx", extra / "model_int8_cpu.onnx", input_shape=(3, 32, 32))
     ort_quantize_static(

@@ -36,16 +36,18 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from common import kd_setup  # noqa: E402
+
 from edgekd.bench import host_description  # noqa: E402
 from edgekd.config import AugmentConfig, DistillConfig, MethodConfig, build_config  # noqa: E402
 from edgekd.console import Reporter  # noqa: E402
 from edgekd.data import augment_kwargs, load_data  # noqa: E402
 from edgekd.distill.methods import build_method  # noqa: E402
-from edgekd.distill.trainer import TrainSetup, evaluate, resolve_device, train  # noqa: E402
+from edgekd.distill.trainer import evaluate, resolve_device, train  # noqa: E402
 from edgekd.io import atomic_write_json, atomic_write_text  # noqa: E402
 from edgekd.models import count_parameters, create_model  # noqa: E402
 from edgekd.models.checkpoint import load_model_file  # noqa: E402
-from edgekd.pipeline import RunDir, Runner  # noqa: E402
+from edgekd.pipeline import RunDir, run_stages_in  # noqa: E402
 from edgekd.stages.common import normalization_from_teacher_json  # noqa: E402
 
 FULL = {
@@ -108,16 +110,7 @@ def search(args, work: Path, teacher: Path, budget: dict) -> RunDir:
         return run
     if resume and not args.resume:
         shutil.rmtree(run.path)
-    run.lock()
-    try:
-        if run.exists():
-            run.load_manifest()
-        else:
-            run.init_manifest(config)
-        run.write_config(config)
-        Runner(run, config, Reporter()).run_stages(["search"], resume=True)
-    finally:
-        run.unlock()
+    run_stages_in(run.path, config, ["search"], resume=True, reporter=Reporter())
     run.load_manifest()
     return run
 
@@ -142,19 +135,10 @@ def full_kd(name: str, spec: dict, teacher, data, norm, budget: dict, seed: int,
         methods=[MethodConfig(name="kd", weight=0.9, params={"T": 4.0})],
     )
     t0 = time.perf_counter()
+    methods = [(build_method("kd", {"T": 4.0}), 0.9)]
+    augment = augment_kwargs(AugmentConfig(), data.input_shape)
     result = train(
-        TrainSetup(
-            student=student,
-            train=data.train,
-            val=data.val,
-            normalization=norm,
-            config=cfg,
-            seed=seed,
-            device=device,
-            teacher=teacher,
-            methods=[(build_method("kd", {"T": 4.0}), 0.9)],
-            augment=augment_kwargs(AugmentConfig(), data.input_shape),
-        ),
+        kd_setup(student, data, norm, cfg, seed, device, teacher=teacher, methods=methods, augment=augment),
         checkpoint_path=out.with_suffix(".ckpt"),
         resume=True,
         reporter=Reporter(),

@@ -1,6 +1,9 @@
 """Human output: log lines and progress bars on stderr, so stdout stays for tables and ``--json``.
 
 ``Reporter(quiet=True)`` prints nothing but warnings; progress bars are only drawn on a terminal.
+Messages are never hard-wrapped (a terminal wraps them itself; a log keeps each on one line), and
+``Output``, the console for tables, is as wide as a table needs when it is not a terminal, so that a
+CI log shows names whole.
 """
 
 from __future__ import annotations
@@ -8,14 +11,25 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+
+class Output(Console):
+    """A console whose width, when it writes to a pipe or a file, is whatever a line needs."""
+
+    UNBOUNDED = 10_000
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        size = super().size
+        return size if self.is_terminal else ConsoleDimensions(self.UNBOUNDED, size.height)
 
 
 class Reporter:
     def __init__(self, quiet: bool = False):
         self.quiet = quiet
-        self.err = Console(stderr=True, highlight=False)
+        self.err = Console(stderr=True, highlight=False, soft_wrap=True)
 
     def info(self, message: str) -> None:
         if not self.quiet:

@@ -41,6 +41,7 @@ __all__ = [
     "library_versions",
     "run_pipeline",
     "run_stage",
+    "run_stages_in",
 ]
 
 
@@ -261,6 +262,26 @@ def compress(cfg: RunConfig, out: Path, *, resume: bool, reporter: Reporter, aft
         raise
     finally:
         run.unlock()
+
+
+def run_stages_in(out: Path, cfg: RunConfig, stages: list[str], *, resume: bool, reporter: Reporter) -> RunDir:
+    """Some stages of ``cfg`` (and the upstream stages they need) in the run directory ``out``, made
+    when it is new: a part of what ``compress`` runs (the benchmarks' and the tests' entry point)."""
+    run = RunDir(out)
+    run.lock()
+    try:
+
+        def prepare() -> None:
+            if run.exists():
+                run.load_manifest()
+            else:
+                run.init_manifest(cfg)
+            run.write_config(cfg)
+
+        run_pipeline(run, cfg, stages, resume, reporter, prepare)
+    finally:
+        run.unlock()
+    return run
 
 
 def run_stage(

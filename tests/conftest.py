@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_helpers import FAST_BENCH_OPTS
 from typer.testing import CliRunner
 
 # `make test` runs two pytest-xdist workers on the 2-core machines: one torch thread each, since
@@ -39,7 +40,6 @@ def digits_teacher(tmp_path_factory, cli) -> Path:
 
 
 # One finished digits run (with its INT8 exports) shared by tests/test_bench_*.py and tests/test_package*.py.
-FAST_BENCH_OPTS = ("--set", "bench.runs=50", "--set", "bench.sessions=1", "--set", "bench.throughput_runs=3")
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ from typing import Any
 
 from edgekd.config import build_config
 from edgekd.console import Reporter
-from edgekd.pipeline import RunDir, Runner
+from edgekd.pipeline import run_stages_in
 
 
 def run_stages(out: Path, teacher: Path, overrides: dict[str, Any], stages=("teacher", "distill")) -> dict[str, Any]:
@@ -21,14 +21,5 @@ def run_stages(out: Path, teacher: Path, overrides: dict[str, Any], stages=("tea
         "device": "cpu",
     }
     cfg = build_config(None, {**base, **overrides})
-    run = RunDir(out)
-    run.lock()
-    try:
-        runner = Runner(run, cfg, Reporter(quiet=True))
-        runner.check(list(stages))
-        run.init_manifest(cfg)
-        run.write_config(cfg)
-        runner.run_stages(list(stages), resume=False)
-    finally:
-        run.unlock()
+    run_stages_in(out, cfg, list(stages), resume=False, reporter=Reporter(quiet=True))
     return json.loads((out / "distill" / "metrics.json").read_text())

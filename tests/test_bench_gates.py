@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import FAST_BENCH_OPTS
+from cli_helpers import FAST_BENCH_OPTS
 from junitparser import Failure, JUnitXml, Skipped
 
 from edgekd.bench.gates import evaluate_gates

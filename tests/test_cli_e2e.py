@@ -12,20 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_helpers import sets
 
 from edgekd.io import sha256_file
 from edgekd.models.checkpoint import load_model_file
 
-FAST_BENCH = [
-    "--set",
-    "bench.runs=50",
-    "--set",
-    "bench.sessions=2",
-    "--set",
-    "bench.throughput_runs=3",
-    "--set",
-    "bench.warmup=2",
-]
+FAST_BENCH = sets("bench.runs=50", "bench.sessions=2", "bench.throughput_runs=3", "bench.warmup=2")
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from cli_helpers import sets
 
 from edgekd.models import create_model
 from edgekd.models.checkpoint import save_model
@@ -40,22 +41,8 @@ def compress(cli, tmp_path):
 def finished_run(cli, tmp_path, digits_teacher):
     """A completed one-epoch run on digits."""
     out = tmp_path / "run"
-    result = cli(
-        "compress",
-        "--teacher",
-        digits_teacher,
-        "--student",
-        "cnn_small",
-        "--epochs",
-        "1",
-        "--out",
-        out,
-        "--quiet",
-        "--set",
-        "bench.runs=50",
-        "--set",
-        "bench.throughput_runs=3",
-    )
+    args = ("--teacher", digits_teacher, "--student", "cnn_small", "--epochs", "1")
+    result = cli("compress", *args, "--out", out, "--quiet", *sets("bench.runs=50", "bench.throughput_runs=3"))
     assert result.exit_code == 0, result.output
     return out
 

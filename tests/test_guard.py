@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from cli_helpers import quick_compress, sets
 from schemes_helpers import run_stages
 
 from edgekd.config import DistillConfig
@@ -78,27 +79,7 @@ def test_guard_passes_a_good_teacher(tmp_path, digits_teacher):
 
 def test_guard_report_line(tmp_path, cli, weak_teacher):
     out = tmp_path / "run"
-    result = cli(
-        "compress",
-        "--teacher",
-        weak_teacher,
-        "--student",
-        "cnn_small",
-        "--epochs",
-        "2",
-        "--max-train-samples",
-        "400",
-        "--set",
-        "distill.guard.probe_epochs=4",
-        "--out",
-        out,
-        "--set",
-        "bench.runs=50",
-        "--set",
-        "bench.sessions=1",
-        "--set",
-        "bench.throughput_runs=3",
-    )
+    result = cli(*quick_compress(weak_teacher, out, *sets("distill.guard.probe_epochs=4")))
     assert result.exit_code == 0, result.output
     assert "not clearly better" in result.output
     report = (out / "report.md").read_text()

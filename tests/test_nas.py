@@ -18,7 +18,7 @@ from edgekd.console import Reporter
 from edgekd.errors import EdgekdError
 from edgekd.models import create_model
 from edgekd.nas.space import cheapest_sample, choices, make_layout, resolutions_for, spec_from_sample
-from edgekd.pipeline import RunDir, Runner
+from edgekd.pipeline import RunDir, run_stages_in
 
 REPO = Path(__file__).resolve().parents[1]
 FAST_SEARCH = {
@@ -80,18 +80,7 @@ def test_cheapest_sample_is_cheapest_by_params():
 
 def _run(tmp_path: Path, teacher: Path, stages: list[str], resume: bool = False, **overrides) -> RunDir:
     cfg = build_config(None, {"teacher.checkpoint": str(teacher), **FAST_SEARCH, **overrides})
-    run = RunDir(tmp_path / "run")
-    run.lock()
-    try:
-        if run.exists():
-            run.load_manifest()
-        else:
-            run.init_manifest(cfg)
-        run.write_config(cfg)
-        Runner(run, cfg, Reporter(quiet=True)).run_stages(stages, resume=resume)
-    finally:
-        run.unlock()
-    return run
+    return run_stages_in(tmp_path / "run", cfg, stages, resume=resume, reporter=Reporter(quiet=True))
 
 
 @pytest.fixture(scope="module")

@@ -8,22 +8,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+from cli_helpers import FAST_BENCH_OPTS, sets
 
 from edgekd.export.trt_rules import check_trt_rules
 
 FAST = [
-    "--set",
-    "bench.runs=50",
-    "--set",
-    "bench.sessions=1",
-    "--set",
-    "bench.throughput_runs=3",
-    "--set",
-    "bench.warmup=1",
-    "--set",
-    "export.export_teacher=false",
-    "--set",
-    "quantize.sensitivity_samples=100",
+    *FAST_BENCH_OPTS,
+    *sets("bench.warmup=1", "export.export_teacher=false", "quantize.sensitivity_samples=100"),
 ]
 
 

@@ -10,6 +10,7 @@ import onnx
 import pytest
 import torch
 import torch.nn.functional as F
+from cli_helpers import quick_compress, sets
 from schemes_helpers import run_stages
 
 from edgekd.config import RunConfig
@@ -310,30 +311,8 @@ def test_data_free_reads_no_training_image(tmp_path, digits_teacher):
 
 def test_takd_assistant_via_cli(tmp_path, cli, digits_teacher):
     out = tmp_path / "run"
-    result = cli(
-        "compress",
-        "--teacher",
-        digits_teacher,
-        "--student",
-        "cnn_tiny",
-        "--assistant",
-        "cnn_small",
-        "--epochs",
-        "2",
-        "--max-train-samples",
-        "400",
-        "--out",
-        out,
-        "--set",
-        "distill.guard.mode='off'",
-        "--set",
-        "bench.runs=50",
-        "--set",
-        "bench.sessions=1",
-        "--set",
-        "bench.throughput_runs=3",
-        "--quiet",
-    )
+    more = ("--assistant", "cnn_small", *sets("distill.guard.mode='off'"), "--quiet")
+    result = cli(*quick_compress(digits_teacher, out, *more, student="cnn_tiny"))
     assert result.exit_code == 0, result.output
     assert (out / "distill" / "assistant.pt").is_file()
     assistant = load_model_file(out / "distill" / "assistant.pt")

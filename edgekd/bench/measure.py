@@ -14,11 +14,10 @@ import time
 from collections.abc import Iterable, Sequence
 
 import numpy as np
-import torch
 
 from edgekd.bench.memory import PeakMemory
 from edgekd.errors import EdgekdError
-from edgekd.runtimes.base import Candidate, ModelFiles, Runtime
+from edgekd.runtimes.base import Candidate, ModelFiles, Runtime, top_k_accuracy
 
 
 def time_candidates(
@@ -102,30 +101,14 @@ def time_candidates(
     return out
 
 
-def _numpy(value) -> np.ndarray:
-    return value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
-
-
 def accuracy(runtime: Runtime, candidate: Candidate, models: ModelFiles, batches: Iterable, *, threads) -> dict:
     """Top-1 (and top-5 with more than 5 classes) of one candidate on ``batches`` of (images, labels)."""
     runner = runtime.open(candidate, models, threads=threads)
-    samples = top1 = top5 = classes = 0
     try:
-        for images, labels in batches:
-            x = _numpy(images).astype(np.float32, copy=False)
-            y = _numpy(labels).reshape(-1).astype(np.int64)
-            logits = np.asarray(runner.predict(x), dtype=np.float32).reshape(x.shape[0], -1)
-            classes = logits.shape[1]
-            top1 += int(np.sum(logits.argmax(axis=1) == y))
-            if classes > 5:
-                best5 = np.argpartition(-logits, 4, axis=1)[:, :5]
-                top5 += int(np.sum(np.any(best5 == y[:, None], axis=1)))
-            samples += int(y.shape[0])
+        return top_k_accuracy(
+            runner.predict,
+            batches,
+            empty="no validation images to measure accuracy on; pass a dataset with a validation split",
+        )
     finally:
         runner.close()
-    if samples == 0:
-        raise EdgekdError("no validation images to measure accuracy on; pass a dataset with a validation split")
-    result = {"top1": top1 / samples, "samples": samples}
-    if classes > 5:
-        result["top5"] = top5 / samples
-    return result

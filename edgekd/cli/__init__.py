@@ -12,7 +12,7 @@ pipeline order, the order ``edgekd --help`` shows them in:
     latency.py   latency, profile
 """
 
-from edgekd.cli.app import app
+from edgekd.cli.app import Command, app
 from edgekd.cli.compress import compress
 from edgekd.cli.deploy import bench, export, package
 from edgekd.cli.info import inspect, models, targets
@@ -35,7 +35,7 @@ COMMANDS = (
     ("profile", profile),
 )
 for _name, _command in COMMANDS:
-    app.command(_name)(_command)
+    app.command(_name, cls=Command)(_command)
 
 
 def main() -> None:

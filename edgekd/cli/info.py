@@ -21,11 +21,13 @@ def targets(as_json: JsonOpt = False) -> None:
         print(json.dumps([p.model_dump(mode="json") for p in profiles], indent=2))
         return
     table = Table(title="edgekd targets")
-    for col in ("name", "device", "kind", "runtime", "precision", "INT8 TOPS (dense)", "memory GB/s"):
+    table.add_column("name", no_wrap=True)  # what users type: never cut or broken
+    for col in ("also", "device", "kind", "runtime", "precision", "INT8 TOPS (dense)", "memory GB/s"):
         table.add_column(col)
     for p in profiles:
         table.add_row(
-            p.name + (f" ({', '.join(p.aliases)})" if p.aliases else ""),
+            p.name,
+            ", ".join(p.aliases),
             p.display_name,
             p.kind,
             p.runtime,
@@ -48,7 +50,7 @@ def models(as_json: JsonOpt = False) -> None:
         print(json.dumps(rows, indent=2))
         return
     table = Table(title="edgekd model zoo (plus tv:NAME for any torchvision classifier)")
-    table.add_column("name")
+    table.add_column("name", no_wrap=True)
     table.add_column("parameters (10 classes, 3 channels)", justify="right")
     for r in rows:
         table.add_row(r["name"], f"{r['parameters_10_classes']:,}")
@@ -57,9 +59,12 @@ def models(as_json: JsonOpt = False) -> None:
 
 @handles_errors
 def inspect(run_dir: RunDirArg, as_json: JsonOpt = False) -> None:
-    """Show a run directory's manifest: each stage's status, timing and key metrics, whether its
-    outputs still match their recorded sha256, and whether it is stale (its inputs changed since it
-    ran, e.g. after `edgekd distill` was rerun; `compress --resume` would rerun it)."""
+    """Show a run directory's stages: status, timing, key metrics, and whether each is still valid.
+
+    For each stage: whether its outputs still match their recorded sha256, and whether it is stale
+    (its inputs changed since it ran, e.g. after `edgekd distill` was rerun; `compress --resume`
+    would rerun it).
+    """
     from edgekd.pipeline import RunDir, Runner
 
     run = RunDir(run_dir)
@@ -73,7 +78,8 @@ def inspect(run_dir: RunDirArg, as_json: JsonOpt = False) -> None:
         print(json.dumps(manifest, indent=2, default=str))
         return
     table = Table(title=f"{run_dir}  (target {manifest.get('target')}, edgekd {manifest.get('edgekd_version')})")
-    for col in ("stage", "status", "seconds", "outputs", "key metrics"):
+    table.add_column("stage", no_wrap=True)
+    for col in ("status", "seconds", "outputs", "key metrics"):
         table.add_column(col)
     for name, rec in manifest.get("stages", {}).items():
         outputs = rec.get("outputs") or {}

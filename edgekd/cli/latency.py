@@ -11,14 +11,16 @@ import typer
 from rich.table import Table
 
 from edgekd.cli.app import handles_errors, stdout
-from edgekd.cli.options import JsonOpt, QuietOpt, _parse_shape
+from edgekd.cli.options import JsonOpt, QuietOpt, ThreadsOpt, _parse_shape
 from edgekd.console import Reporter
 from edgekd.errors import EdgekdError
 
 
 @handles_errors
 def latency(
-    model: Annotated[str, typer.Argument(help="An .onnx file, or a zoo name / tv:NAME (then see --input-shape).")],
+    model: Annotated[
+        str, typer.Argument(metavar="MODEL", help="An .onnx file, or a zoo name / tv:NAME (then see --input-shape).")
+    ],
     target: Annotated[str, typer.Option("--target", help="Target profile name or YAML path (see `edgekd targets`).")],
     precision: Annotated[
         str | None, typer.Option("--precision", help="fp32, fp16 or int8 (default: the target's precision).")
@@ -95,11 +97,12 @@ def profile(
     ] = None,
     quick: Annotated[bool, typer.Option("--quick", help="A dozen layers in a few seconds instead of ~160.")] = False,
     precision: Annotated[
-        list[str] | None, typer.Option("--precision", help="Precision(s) to measure (TensorRT: fp32, fp16, int8).")
+        list[str] | None,
+        typer.Option(
+            "--precision", metavar="fp32|fp16|int8", help="Precision(s) to measure (TensorRT: fp32, fp16, int8)."
+        ),
     ] = None,
-    threads: Annotated[
-        int | None, typer.Option("--threads", help="ONNX Runtime intra-op threads (default: physical cores).")
-    ] = None,
+    threads: ThreadsOpt = None,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:

@@ -1,13 +1,17 @@
 """What every pipeline command does after its stages: the summary (table or ``--json``) and, for
-single stages, the hand-over to ``edgekd.pipeline.run_stage``."""
+single stages, the hand-over to ``edgekd.pipeline.run_stage`` (``stage_command``)."""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edgekd.cli.app import stdout
+from edgekd.cli.app import handles_errors, stdout
+from edgekd.cli.options import Group, _overrides, stage_options, takes
 from edgekd.console import Reporter
 
 
@@ -56,3 +60,23 @@ def _stage_command(
         reporter=reporter,
         after=lambda run: _emit_summary(run, as_json, quiet),
     )
+
+
+def stage_command(stage: str, *groups: Group, after: Callable[..., None] | None = None):
+    """A command that reruns ``stage`` of RUN_DIR: ``fn(**its options)`` returns the config overrides
+    they stand for; the command adds those of ``groups`` and --set, runs the stage and prints the
+    summary, then calls ``after(run_dir, quiet, **its options)``. Every such command takes RUN_DIR,
+    --resume, --set, --quiet and --json."""
+
+    def wrap(fn: Callable[..., dict[str, Any]]) -> Callable[..., None]:
+        @functools.wraps(fn)
+        def command(*, overrides, run_dir, resume, set_, quiet, as_json, **options) -> None:
+            pairs = _overrides({**overrides, **fn(**options)}, set_)
+            _stage_command(stage, run_dir, pairs, resume, quiet, as_json)
+            if after is not None:
+                after(run_dir, quiet or as_json, **options)
+
+        command.__signature__ = inspect.signature(fn, eval_str=True)  # type: ignore[attr-defined]
+        return handles_errors(takes(*groups, stage_options)(command))
+
+    return wrap

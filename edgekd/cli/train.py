@@ -11,76 +11,32 @@ import typer
 
 from edgekd.cli.app import handles_errors, stdout
 from edgekd.cli.options import (
-    AssistantOpt,
-    ChannelsLastOpt,
-    CompileOpt,
-    DataFreeOpt,
+    DeviceOpt,
     JsonOpt,
-    LatencyMsOpt,
-    LatencyRatioOpt,
-    MethodsOpt,
-    PrecisionOpt,
+    MaxTrainSamplesOpt,
     QuietOpt,
-    ResumeOpt,
-    RunDirArg,
-    SchemeOpt,
-    SetOpt,
-    StrategyOpt,
-    TrialsOpt,
-    _methods_overrides,
-    _overrides,
-    _scheme_overrides,
-    _search_overrides,
-    _speed_overrides,
+    distill_options,
+    quantize_options,
+    search_options,
 )
-from edgekd.cli.runs import _stage_command
+from edgekd.cli.runs import stage_command
 from edgekd.console import Reporter
 from edgekd.errors import EdgekdError
 
 
-@handles_errors
+@stage_command("distill", distill_options)
 def distill(
-    run_dir: RunDirArg,
-    epochs: Annotated[int | None, typer.Option("--epochs", help="Distillation epochs.")] = None,
     student: Annotated[str | None, typer.Option("--student", "-s", help="Student architecture.")] = None,
-    baseline: Annotated[bool | None, typer.Option("--baseline/--no-baseline", help="Also train without KD.")] = None,
-    scheme: SchemeOpt = None,
-    assistant: AssistantOpt = None,
-    data_free: DataFreeOpt = False,
-    methods: MethodsOpt = None,
-    precision: PrecisionOpt = None,
-    channels_last: ChannelsLastOpt = None,
-    compile_: CompileOpt = False,
-    resume: ResumeOpt = False,
-    set_: SetOpt = None,
-    quiet: QuietOpt = False,
-    as_json: JsonOpt = False,
-) -> None:
+) -> dict:
     """(Re)run the distill stage of a run directory (and any upstream stage that is not done).
 
     Settings come from RUN_DIR/config.yaml; options here override and are saved back.
     """
-    overrides = _overrides(
-        {
-            "distill.epochs": epochs,
-            "student.arch": student,
-            "distill.baseline": baseline,
-            **_scheme_overrides(scheme, assistant, data_free),
-            **_methods_overrides(methods),
-            **_speed_overrides(precision, channels_last, compile_),
-        },
-        set_,
-    )
-    _stage_command("distill", run_dir, overrides, resume, quiet, as_json)
+    return {"student.arch": student}
 
 
-@handles_errors
+@stage_command("search", search_options)
 def search(
-    run_dir: RunDirArg,
-    latency_ms: LatencyMsOpt = None,
-    latency_ratio: LatencyRatioOpt = None,
-    trials: TrialsOpt = None,
-    strategy: StrategyOpt = None,
     engine: Annotated[
         str | None,
         typer.Option(
@@ -93,31 +49,24 @@ def search(
         int | None, typer.Option("--concurrency", help="Parallel trials with --engine nni-local.")
     ] = None,
     proxy_epochs: Annotated[int | None, typer.Option("--proxy-epochs", help="KD epochs per candidate.")] = None,
-    resume: ResumeOpt = False,
-    set_: SetOpt = None,
-    quiet: QuietOpt = False,
-    as_json: JsonOpt = False,
-) -> None:
-    """(Re)run the student search: NNI proposes students, those over the latency budget are rejected
-    before training, the rest get a short KD training from the teacher. Writes search/trials.jsonl,
-    best_arch.json (the student distill uses) and pareto.png. Sets student.arch to auto."""
-    overrides = _overrides(
-        {
-            "student.arch": "auto",
-            "search.enabled": True,
-            "search.engine": engine,
-            "search.concurrency": concurrency,
-            "search.proxy_epochs": proxy_epochs,
-            **_search_overrides(latency_ms, latency_ratio, trials, strategy),
-        },
-        set_,
-    )
-    _stage_command("search", run_dir, overrides, resume, quiet, as_json)
+) -> dict:
+    """(Re)run the student search: NNI proposes students and short KD trainings rank them.
+
+    Candidates over the latency budget are rejected before training, the rest get a short KD training
+    from the teacher. Writes search/trials.jsonl, best_arch.json (the student distill uses) and
+    pareto.png. Sets student.arch to auto.
+    """
+    return {
+        "student.arch": "auto",
+        "search.enabled": True,
+        "search.engine": engine,
+        "search.concurrency": concurrency,
+        "search.proxy_epochs": proxy_epochs,
+    }
 
 
-@handles_errors
+@stage_command("quantize", quantize_options)
 def quantize(
-    run_dir: RunDirArg,
     mode: Annotated[str | None, typer.Option("--mode", help="qat (default) or ptq (calibration only).")] = None,
     calibrator: Annotated[
         str | None,
@@ -130,35 +79,20 @@ def quantize(
     epochs: Annotated[
         int | None, typer.Option("--epochs", help="QAT epochs (default: 10% of the distill epochs, at least 1).")
     ] = None,
-    max_drop: Annotated[
-        float | None,
-        typer.Option("--max-drop", help="Largest top-1 drop in points; more keeps the most sensitive layers in float."),
-    ] = None,
-    qat_teacher: Annotated[
-        bool, typer.Option("--qat-teacher", help="Distil from the original teacher instead of the FP32 student.")
-    ] = False,
-    resume: ResumeOpt = False,
-    set_: SetOpt = None,
-    quiet: QuietOpt = False,
-    as_json: JsonOpt = False,
-) -> None:
-    """(Re)run the quantize stage: INT8 by quantization-aware distillation (or PTQ), with a
-    per-layer sensitivity analysis and mixed precision within --max-drop. QAT distils with CE + KD;
-    `--set quantize.feature_method=at` adds a feature method (at, fitnet, sp, ...) at its reference
-    weight. Later stages (export, bench, package) keep their old results until
-    `edgekd compress --out RUN_DIR --resume` reruns them."""
-    overrides = _overrides(
-        {
-            "quantize.enabled": True,
-            "quantize.mode": mode,
-            "quantize.calibrator": calibrator,
-            "quantize.epochs": epochs,
-            "quantize.max_drop": max_drop,
-            "quantize.teacher": "teacher" if qat_teacher else None,
-        },
-        set_,
-    )
-    _stage_command("quantize", run_dir, overrides, resume, quiet, as_json)
+) -> dict:
+    """(Re)run the quantize stage: INT8 by quantization-aware distillation (or PTQ).
+
+    A per-layer sensitivity analysis keeps the most sensitive layers in float within --max-drop (mixed
+    precision). QAT distils with CE + KD; `--set quantize.feature_method=at` adds a feature method (at,
+    fitnet, sp, ...) at its reference weight. Later stages (export, bench, package) keep their old
+    results until `edgekd compress --out RUN_DIR --resume` reruns them.
+    """
+    return {
+        "quantize.enabled": True,
+        "quantize.mode": mode,
+        "quantize.calibrator": calibrator,
+        "quantize.epochs": epochs,
+    }
 
 
 @handles_errors
@@ -177,13 +111,11 @@ def train_teacher(
     ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Batch size.")] = 64,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
-    max_train_samples: Annotated[
-        int | None, typer.Option("--max-train-samples", help="Train on at most N images.")
-    ] = None,
+    max_train_samples: MaxTrainSamplesOpt = None,
     image_size: Annotated[
         int | None, typer.Option("--image-size", help="Resize images to this side (ImageFolder default 224).")
     ] = None,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
+    device: DeviceOpt = None,
     task: Annotated[
         str, typer.Option("--task", help="classify, detect, or auto (detect for COCO/YOLO data and digits-detect).")
     ] = "auto",
@@ -248,7 +180,7 @@ def train_teacher(
             normalization=norm,
             config=cfg,
             seed=seed,
-            device=resolve_device(device),
+            device=resolve_device(device or "auto"),
             augment=augment_kwargs(data_cfg.augment, bundle.input_shape),
         ),
         reporter=reporter,

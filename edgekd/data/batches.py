@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
@@ -85,6 +86,23 @@ class BatchIterator:
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    @classmethod
+    def training(
+        cls, split: Split, batch_size: int, seed: int, epoch: int, normalization: Normalization, **kwargs: Any
+    ) -> BatchIterator:
+        """The batches of one training epoch: shuffled by (``seed``, ``epoch``), the last short batch
+        dropped; ``kwargs`` as for the constructor (augmentation, device, ranks ...)."""
+        return cls(
+            split,
+            batch_size,
+            shuffle=True,
+            seed=seed,
+            epoch=epoch,
+            normalization=normalization,
+            drop_last=True,
+            **kwargs,
+        )
 
     def __len__(self) -> int:
         n = self._share_size()

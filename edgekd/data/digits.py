@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from edgekd.data.bundle import LoadedSource, Split
-from edgekd.data.splits import describe_holdout, holdout_indices, take
+from edgekd.data.splits import hold_out
 
 
 def load_digits_source(*, val_fraction: float, seed: int) -> LoadedSource:
@@ -24,16 +24,9 @@ def load_digits_source(*, val_fraction: float, seed: int) -> LoadedSource:
     images = torch.from_numpy(pixels.reshape(-1, 1, 8, 8).copy())
     labels = torch.from_numpy(np.asarray(raw.target, dtype=np.int64))
     everything = Split(images=images, labels=labels)
-    kept, held, stratified = holdout_indices(labels, val_fraction, seed)
-    return LoadedSource(
-        kind="digits",
-        name="digits",
-        train=take(everything, kept),
-        val=take(everything, held),
-        classes=[str(i) for i in range(10)],
-        val_source=describe_holdout(val_fraction, "data", seed, stratified),
-        content=[{"images_sha256": _sha256(pixels), "labels_sha256": _sha256(labels.numpy())}],
-    )
+    train, val, val_source = hold_out(everything, val_fraction, seed, "data")
+    content = [{"images_sha256": _sha256(pixels), "labels_sha256": _sha256(labels.numpy())}]
+    return LoadedSource("digits", "digits", train, val, [str(i) for i in range(10)], val_source, content)
 
 
 def _sha256(array: np.ndarray) -> str:

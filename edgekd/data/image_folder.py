@@ -21,7 +21,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from edgekd.data.bundle import LoadedSource, Split
-from edgekd.data.splits import describe_holdout, holdout_indices, take
+from edgekd.data.splits import hold_out
 from edgekd.errors import EdgekdError
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -107,18 +107,8 @@ def load_image_folder_source(root: Path, *, val_fraction: float, seed: int, imag
         content += _listing(root, val_files)
         val_source = f"{val_dir.name}/ folder"
     else:
-        kept, held, stratified = holdout_indices(train.labels, val_fraction, seed)
-        train, val = take(train, kept), take(train, held)
-        val_source = describe_holdout(val_fraction, "train" if split_layout else "images", seed, stratified)
-    return LoadedSource(
-        kind="imagefolder",
-        name=str(root),
-        train=train,
-        val=val,
-        classes=classes,
-        val_source=val_source,
-        content=content,
-    )
+        train, val, val_source = hold_out(train, val_fraction, seed, "train" if split_layout else "images")
+    return LoadedSource("imagefolder", str(root), train, val, classes, val_source, content)
 
 
 _HINT = "expected ROOT/CLASS/image files, or ROOT/train/CLASS/... with ROOT/val/CLASS/... (or test/)"

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from edgekd.data.bundle import LoadedSource, Split
-from edgekd.data.splits import describe_holdout, holdout_indices, take
+from edgekd.data.splits import hold_out
 from edgekd.errors import EdgekdError
 from edgekd.io import sha256_file
 
@@ -67,18 +67,9 @@ def load_npz_source(root: Path, *, val_fraction: float, seed: int) -> LoadedSour
         val = _to_split(val_part.x, val_part.y)
         val_source = val_file.name
     else:
-        kept, held, stratified = holdout_indices(train.labels, val_fraction, seed)
-        train, val = take(train, kept), take(train, held)
-        val_source = describe_holdout(val_fraction, "train", seed, stratified)
-    return LoadedSource(
-        kind="npz",
-        name=str(root),
-        train=train,
-        val=val,
-        classes=classes,
-        val_source=val_source,
-        content=[{"file": p.name, "bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in files],
-    )
+        train, val, val_source = hold_out(train, val_fraction, seed, "train")
+    content = [{"file": p.name, "bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in files]
+    return LoadedSource("npz", str(root), train, val, classes, val_source, content)
 
 
 def _read(path: Path) -> _Arrays:

@@ -68,6 +68,13 @@ def take(split: Split, indices: np.ndarray) -> Split:
     return Split(images=None, labels=labels, dataset=Subset(split.dataset, index.tolist()))
 
 
+def hold_out(split: Split, fraction: float, seed: int, of: str) -> tuple[Split, Split, str]:
+    """``split`` as (train, validation, the ``val_source`` text): ``fraction`` of it held out, seeded
+    and stratified where possible; ``of`` names ``split`` in the text."""
+    kept, held, stratified = holdout_indices(split.labels, fraction, seed)
+    return take(split, kept), take(split, held), describe_holdout(fraction, of, seed, stratified)
+
+
 def describe_holdout(fraction: float, of: str, seed: int, stratified: bool) -> str:
     """The ``val_source`` text of a hold-out, e.g. ``"20% of train, stratified, seed 0"``."""
     how = "stratified" if stratified else "not stratified (too few images per class)"

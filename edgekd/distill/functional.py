@@ -35,6 +35,17 @@ def _pool_to_common(s: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, tor
     return s, t
 
 
+def _stage_pairs(
+    name: str, student_feats: Sequence[torch.Tensor], teacher_feats: Sequence[torch.Tensor]
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The (student, teacher) maps of each stage pair, checked, the larger pooled to the smaller size."""
+    if len(student_feats) != len(teacher_feats):
+        raise ValueError(f"{name}: {len(student_feats)} student maps but {len(teacher_feats)} teacher maps")
+    for s, t in zip(student_feats, teacher_feats, strict=True):
+        _same_batch(name, s, t)
+    return [_pool_to_common(s, t) for s, t in zip(student_feats, teacher_feats, strict=True)]
+
+
 # ---- response-based: logits -------------------------------------------------------------------
 def kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float = 4.0) -> torch.Tensor:
     """Hinton knowledge distillation (Hinton, Vinyals, Dean, 2015, "Distilling the Knowledge in a
@@ -129,12 +140,9 @@ def at(student_feats: Sequence[torch.Tensor], teacher_feats: Sequence[torch.Tens
     A larger map is average-pooled to the smaller size first. RepDistiller's ``Attention`` (summed
     over the stage pairs by its training loop); channel counts may differ.
     """
-    if len(student_feats) != len(teacher_feats):
-        raise ValueError(f"at: {len(student_feats)} student maps but {len(teacher_feats)} teacher maps")
+    pairs = _stage_pairs("at", student_feats, teacher_feats)
     total = student_feats[0].new_zeros(())
-    for s, t in zip(student_feats, teacher_feats, strict=True):
-        _same_batch("at", s, t)
-        s, t = _pool_to_common(s, t)
+    for s, t in pairs:
         total = total + (attention_map(s, p) - attention_map(t, p)).pow(2).mean()
     return total
 
@@ -167,12 +175,9 @@ def nst(student_feats: Sequence[torch.Tensor], teacher_feats: Sequence[torch.Ten
     (means also over the batch), summed over the stage pairs; the larger map is pooled to the
     smaller size. RepDistiller's ``NSTLoss`` (full loss).
     """
-    if len(student_feats) != len(teacher_feats):
-        raise ValueError(f"nst: {len(student_feats)} student maps but {len(teacher_feats)} teacher maps")
+    pairs = _stage_pairs("nst", student_feats, teacher_feats)
     total = student_feats[0].new_zeros(())
-    for s, t in zip(student_feats, teacher_feats, strict=True):
-        _same_batch("nst", s, t)
-        s, t = _pool_to_common(s, t)
+    for s, t in pairs:
         s = F.normalize(s.flatten(2), dim=2)
         t = F.normalize(t.flatten(2), dim=2)
 

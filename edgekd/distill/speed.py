@@ -28,6 +28,7 @@ teacher's side (CRD's projection head) save their input for backward.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -87,25 +88,32 @@ def compiled(model: nn.Module | None, enabled: bool):
     return torch.compile(model)
 
 
+def _map_tensors(taps: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    """``fn`` of every tensor in ``taps`` (dicts, lists and tuples walked; anything else as it is)."""
+    if isinstance(taps, torch.Tensor):
+        return fn(taps)
+    if isinstance(taps, dict):
+        return {k: _map_tensors(v, fn) for k, v in taps.items()}
+    if isinstance(taps, (list, tuple)):
+        return type(taps)(_map_tensors(v, fn) for v in taps)
+    return taps
+
+
+def _float32(t: torch.Tensor) -> torch.Tensor:
+    return t.float() if t.is_floating_point() else t
+
+
+def _ordinary_float32(t: torch.Tensor) -> torch.Tensor:
+    t = _float32(t)
+    return t.clone() if t.is_inference() else t
+
+
 def float_taps(taps: Any) -> Any:
     """Taps with every floating tensor in float32 (dicts and lists walked), for float32 losses."""
-    if isinstance(taps, torch.Tensor):
-        return taps.float() if taps.is_floating_point() else taps
-    if isinstance(taps, dict):
-        return {k: float_taps(v) for k, v in taps.items()}
-    if isinstance(taps, (list, tuple)):
-        return type(taps)(float_taps(v) for v in taps)
-    return taps
+    return _map_tensors(taps, _float32)
 
 
 def from_inference(taps: Any) -> Any:
     """Taps made under ``torch.inference_mode`` as ordinary float32 tensors (one copy each), so that
     autograd may save them (a trainable head on the teacher's side)."""
-    if isinstance(taps, torch.Tensor):
-        t = taps.float() if taps.is_floating_point() else taps
-        return t.clone() if t.is_inference() else t
-    if isinstance(taps, dict):
-        return {k: from_inference(v) for k, v in taps.items()}
-    if isinstance(taps, (list, tuple)):
-        return type(taps)(from_inference(v) for v in taps)
-    return taps
+    return _map_tensors(taps, _ordinary_float32)

@@ -262,16 +262,8 @@ def train(
         reporter.info(f"{label}: resuming after epoch {start_epoch}/{cfg.epochs} from {checkpoint_path}")
 
     steps_per_epoch = len(
-        BatchIterator(
-            setup.train,
-            cfg.batch_size,
-            shuffle=True,
-            seed=setup.seed,
-            epoch=0,
-            normalization=setup.normalization,
-            drop_last=True,
-            rank=rank,
-            world_size=world,
+        BatchIterator.training(
+            setup.train, cfg.batch_size, setup.seed, 0, setup.normalization, rank=rank, world_size=world
         )
     )
     with reporter.progress(f"{label} epoch", total=steps_per_epoch) as bar:
@@ -281,14 +273,12 @@ def train(
             bar.reset(f"{label} epoch {epoch + 1}/{cfg.epochs}", steps_per_epoch)
             model.train()
             methods.train()
-            batches = BatchIterator(
+            batches = BatchIterator.training(
                 setup.train,
                 cfg.batch_size,
-                shuffle=True,
-                seed=setup.seed,
-                epoch=epoch,
-                normalization=setup.normalization,
-                drop_last=True,
+                setup.seed,
+                epoch,
+                setup.normalization,
                 device=device,
                 num_workers=setup.num_workers,
                 rank=rank,

@@ -26,6 +26,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from edgekd.runtimes.onnx_graph import replace_nodes
+
 WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
 
 
@@ -82,10 +84,5 @@ def cast_float_layers_to_fp16(model: onnx.ModelProto) -> list[str]:
         nodes.append(back)
     if not done:
         return []
-    del graph.node[:]
-    graph.node.extend(nodes)
-    used = {name for n in graph.node for name in n.input}
-    keep = [i for i in graph.initializer if i.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(keep)
+    replace_nodes(graph, nodes)
     return done

@@ -44,6 +44,7 @@ from edgekd.errors import EdgekdError
 from edgekd.export.fp16_fallback import cast_float_layers_to_fp16
 from edgekd.io import atomic_write
 from edgekd.quant.graph import QuantizedModel
+from edgekd.runtimes.onnx_graph import prune_initializers
 from edgekd.runtimes.onnxruntime.int8_encoding import apply_encoding, choose_encoding, host_isa, u8s8_pair_bound
 
 WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
@@ -75,13 +76,6 @@ def _producers(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
 
 def _inits(graph: onnx.GraphProto) -> dict[str, onnx.TensorProto]:
     return {init.name: init for init in graph.initializer}
-
-
-def _remove_unused_initializers(graph: onnx.GraphProto) -> None:
-    used = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
-    keep = [init for init in graph.initializer if init.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(keep)
 
 
 def _dequantized_constant(graph, base: str, q: np.ndarray, scale: np.ndarray, q_suffix: str, prefix: str):
@@ -142,7 +136,7 @@ def insert_weight_dq(model: onnx.ModelProto, qm: QuantizedModel) -> dict[str, st
         node.input[1] = node.input[1] + "_dq"
         matched[node.name] = layer
     _topological_insert(graph, new_nodes)
-    _remove_unused_initializers(graph)
+    prune_initializers(graph)
     return matched
 
 
@@ -199,7 +193,7 @@ def to_cpu_flavour(trt_model: onnx.ModelProto) -> onnx.ModelProto:
         new_nodes.append(_dequantized_constant(graph, node.input[2], q, s_b.astype(np.float32), "_int32", "_bias"))
         node.input[2] = node.input[2] + "_dq"
     _topological_insert(graph, new_nodes)
-    _remove_unused_initializers(graph)
+    prune_initializers(graph)
     return model
 
 

@@ -123,17 +123,7 @@ def quantization_aware_kd(
         taps = qat_taps(qm, fp32_model, config.taps, example, teacher_label, "stages" in needed)
         config = config.model_copy(update={"taps": taps})
     setup = TrainSetup(
-        student=qm,
-        train=train_split,
-        val=val_split,
-        normalization=normalization,
-        config=config,
-        seed=seed,
-        device=device,
-        teacher=teacher,
-        methods=methods,
-        augment=augment or {},
-        num_workers=num_workers,
+        qm, train_split, val_split, normalization, config, seed, device, teacher, methods, augment or {}, num_workers
     )
     return train(setup, checkpoint_path=checkpoint_path, resume=resume, reporter=reporter, label="qat")
 

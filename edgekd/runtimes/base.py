@@ -18,7 +18,7 @@ A runtime that cannot run on this machine (no GPU, no provider, no tensorrt) say
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -105,3 +105,40 @@ def cuda_unavailable() -> str | None:
     if not torch.cuda.is_available():
         return "no CUDA GPU is visible to torch on this machine"
     return None
+
+
+def top_k_accuracy(predict: Callable[[np.ndarray], np.ndarray], batches: Iterable, *, empty: str) -> dict:
+    """Top-1 (and top-5 when there are more than 5 classes) of ``predict`` (float32 NCHW images ->
+    logits) on ``batches`` of (images, integer labels), torch tensors or arrays. Returns ``{"top1",
+    "samples"}`` with accuracies as fractions in 0..1, plus ``"top5"``; ``empty`` is the error when
+    there are no images."""
+    from edgekd.errors import EdgekdError
+
+    samples = top1 = top5 = classes = 0
+    for images, labels in batches:
+        x = _as_numpy(images).astype(np.float32, copy=False)
+        y = _as_numpy(labels).reshape(-1).astype(np.int64)
+        logits = np.asarray(predict(x), dtype=np.float32).reshape(x.shape[0], -1)
+        if logits.shape[0] != y.shape[0]:
+            raise EdgekdError(
+                f"a batch has {logits.shape[0]} images but {y.shape[0]} labels; give one integer label per image"
+            )
+        classes = logits.shape[1]
+        top1 += int(np.sum(logits.argmax(axis=1) == y))
+        if classes > 5:
+            best5 = np.argpartition(-logits, 4, axis=1)[:, :5]
+            top5 += int(np.sum(np.any(best5 == y[:, None], axis=1)))
+        samples += int(y.shape[0])
+    if samples == 0:
+        raise EdgekdError(empty)
+    result = {"top1": top1 / samples, "samples": samples}
+    if classes > 5:
+        result["top5"] = top5 / samples
+    return result
+
+
+def _as_numpy(value) -> np.ndarray:
+    """A torch tensor or array-like as a numpy array (on the CPU)."""
+    if hasattr(value, "detach"):  # a torch tensor (torch itself is not imported for this)
+        return value.detach().cpu().numpy()
+    return np.asarray(value)

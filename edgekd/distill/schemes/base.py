@@ -125,6 +125,13 @@ def methods_of(job: SchemeJob, config: DistillConfig | None = None):
     return [(build_method(m.name, m.params), m.weight) for m in cfg.methods]
 
 
+def train_by_hooks(job: SchemeJob, student: nn.Module, hooks: list, **extra):
+    """A training in which CE (weight 1) and ``hooks`` are the whole loss: no distillation method of
+    ``distill.methods`` (the self-distillation schemes: BYOT, CS-KD, LwF)."""
+    config = job.distill.model_copy(update={"ce_weight": 1.0, "methods": []})
+    return train_with(job, student, config, [], hooks=hooks, **extra)
+
+
 def train_with(
     job: SchemeJob,
     student: nn.Module,

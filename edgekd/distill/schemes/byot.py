@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgekd.distill.functional import kd
-from edgekd.distill.schemes.base import Scheme, SchemeJob, SchemeOutcome, TrainHook, register_scheme, train_with
+from edgekd.distill.schemes.base import Scheme, SchemeJob, SchemeOutcome, TrainHook, register_scheme, train_by_hooks
 from edgekd.distill.schemes.probe import Capture, find_stages
 
 
@@ -113,11 +113,10 @@ class BYOT(Scheme):
 
     def run(self, job: SchemeJob) -> SchemeOutcome:
         c = job.distill.byot
-        config = job.distill.model_copy(update={"ce_weight": 1.0, "methods": []})
         student = job.new_student().to(job.device)
         hook = BYOTHook(job.data.input_shape, len(job.data.classes), c.alpha, c.T, c.feature_weight)
         hook.build(student)
-        result = train_with(job, student, config, [], hooks=[hook])
+        result = train_by_hooks(job, student, [hook])
         heads = [
             {"stage": name, "parameters": sum(p.numel() for p in head.parameters())}
             for name, head in zip(hook.stage_names, hook.heads, strict=False)

@@ -18,7 +18,7 @@ import torch
 from edgekd.data.augment import augment_batch
 from edgekd.data.batches import SEED_STRIDE
 from edgekd.distill.functional import kd
-from edgekd.distill.schemes.base import Scheme, SchemeJob, SchemeOutcome, TrainHook, register_scheme, train_with
+from edgekd.distill.schemes.base import Scheme, SchemeJob, SchemeOutcome, TrainHook, register_scheme, train_by_hooks
 
 
 class CSKDHook(TrainHook):
@@ -68,7 +68,6 @@ class CSKD(Scheme):
 
     def run(self, job: SchemeJob) -> SchemeOutcome:
         c = job.distill.cskd
-        config = job.distill.model_copy(update={"ce_weight": 1.0, "methods": []})
         student = job.new_student()
-        result = train_with(job, student, config, [], hooks=[CSKDHook(c.T, c.weight)])
+        result = train_by_hooks(job, student, [CSKDHook(c.T, c.weight)])
         return SchemeOutcome(student, result, {"cskd": c.model_dump()})

@@ -75,16 +75,8 @@ class DML(Scheme):
                 p.train()
             sums = [0.0] * len(peers)
             seen = 0
-            batches = BatchIterator(
-                job.data.train,
-                cfg.batch_size,
-                shuffle=True,
-                seed=job.seed,
-                epoch=epoch,
-                normalization=job.normalization,
-                drop_last=True,
-                device=device,
-                **job.augment,
+            batches = BatchIterator.training(
+                job.data.train, cfg.batch_size, job.seed, epoch, job.normalization, device=device, **job.augment
             )
             for x, y in batches:
                 losses = dml_losses([p(x) for p in peers], y, c.T)

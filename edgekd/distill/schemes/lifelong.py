@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgekd.data import Split
-from edgekd.distill.schemes.base import Scheme, SchemeJob, SchemeOutcome, TrainHook, register_scheme, train_with
+from edgekd.distill.schemes.base import Scheme, SchemeJob, SchemeOutcome, TrainHook, register_scheme, train_by_hooks
 from edgekd.distill.schemes.probe import last_linear
 from edgekd.errors import EdgekdError
 
@@ -86,8 +86,7 @@ class Lifelong(Scheme):
         student = extend_classifier(old, n_new)
         n_old = last_linear(old)[1].out_features
         lwf = job.distill.lifelong
-        config = job.distill.model_copy(update={"methods": [], "ce_weight": 1.0})  # CE + lambda_o * LwF
-        result = train_with(job, student, config, [], hooks=[LwFHook(lwf.T, lwf.weight)], teacher=old)
+        result = train_by_hooks(job, student, [LwFHook(lwf.T, lwf.weight)], teacher=old)  # CE + lambda_o * LwF
         old_val = old_class_split(job.data.val, n_old)
         info = {
             "old_classes": n_old,

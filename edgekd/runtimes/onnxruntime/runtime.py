@@ -72,7 +72,22 @@ def _provider_missing(provider: str) -> str | None:
     return None
 
 
-class OnnxRuntimeCPU(Runtime):
+class _OrtRuntime(Runtime):
+    """An ONNX Runtime execution provider: ``provider`` (None: the CPU's, always there) runs the FP32 models."""
+
+    provider: str | None = None
+
+    def unavailable(self):
+        return _provider_missing(self.provider) if self.provider else None
+
+    def candidates(self, models):
+        return _fp32(models)
+
+    def open(self, candidate, models, *, threads):
+        return OrtRunner(candidate, threads=threads, providers=[self.provider or "CPUExecutionProvider"])
+
+
+class OnnxRuntimeCPU(_OrtRuntime):
     name = "onnxruntime"
 
     def candidates(self, models: ModelFiles) -> list[Candidate]:
@@ -87,30 +102,20 @@ class OnnxRuntimeCPU(Runtime):
             out.append(Candidate("student", "onnx-int8", models.int8_trt, note))
         return out
 
-    def open(self, candidate, models, *, threads):
-        return OrtRunner(candidate, threads=threads, providers=["CPUExecutionProvider"])
 
-
-class OnnxRuntimeCUDA(Runtime):
+class OnnxRuntimeCUDA(_OrtRuntime):
     name = "onnxruntime-cuda"
     device = "cuda"
-
-    def unavailable(self):
-        return _provider_missing("CUDAExecutionProvider")
-
-    def candidates(self, models):
-        return _fp32(models)
-
-    def open(self, candidate, models, *, threads):
-        return OrtRunner(candidate, threads=threads, providers=["CUDAExecutionProvider"])
+    provider = "CUDAExecutionProvider"
 
 
-class OnnxRuntimeTensorRT(Runtime):
+class OnnxRuntimeTensorRT(_OrtRuntime):
     name = "onnxruntime-tensorrt"
     device = "cuda"
+    provider = "TensorrtExecutionProvider"
 
     def unavailable(self):
-        return _provider_missing("TensorrtExecutionProvider") or cuda_unavailable()
+        return super().unavailable() or cuda_unavailable()
 
     def candidates(self, models):
         out = _fp32(models)

@@ -19,6 +19,7 @@ import torch
 
 from edgekd.errors import EdgekdError
 from edgekd.host import host_description, physical_cores
+from edgekd.runtimes.base import top_k_accuracy
 from edgekd.runtimes.onnxruntime.infer import fixed_batch, input_dtype, run_onnx
 from edgekd.runtimes.onnxruntime.int8_encoding import host_model_source
 
@@ -156,13 +157,6 @@ def measure_latency(
     return results
 
 
-def _as_numpy(value: torch.Tensor | np.ndarray) -> np.ndarray:
-    """A torch tensor or array-like as a numpy array (on the CPU)."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu().numpy()
-    return np.asarray(value)
-
-
 def evaluate_accuracy(
     onnx_path: str | os.PathLike,
     batches: Iterable[tuple[torch.Tensor | np.ndarray, torch.Tensor | np.ndarray]],
@@ -176,25 +170,5 @@ def evaluate_accuracy(
     accuracies as fractions in 0..1, plus ``"top5"`` when the model has more than 5 classes.
     """
     session = make_session(onnx_path, threads=threads, providers=providers)
-    samples = top1 = top5 = 0
-    classes = 0
-    for images, labels in batches:
-        x = _as_numpy(images).astype(np.float32, copy=False)
-        y = _as_numpy(labels).reshape(-1).astype(np.int64)
-        logits = run_onnx(session, x).reshape(x.shape[0], -1)
-        if logits.shape[0] != y.shape[0]:
-            raise EdgekdError(
-                f"a batch has {logits.shape[0]} images but {y.shape[0]} labels; give one integer label per image"
-            )
-        classes = logits.shape[1]
-        top1 += int(np.sum(logits.argmax(axis=1) == y))
-        if classes > 5:
-            best5 = np.argpartition(-logits, 4, axis=1)[:, :5]
-            top5 += int(np.sum(np.any(best5 == y[:, None], axis=1)))
-        samples += int(y.shape[0])
-    if samples == 0:
-        raise EdgekdError(f"no images to evaluate {onnx_path} on; pass a non-empty evaluation set")
-    result = {"top1": top1 / samples, "samples": samples}
-    if classes > 5:
-        result["top5"] = top5 / samples
-    return result
+    empty = f"no images to evaluate {onnx_path} on; pass a non-empty evaluation set"
+    return top_k_accuracy(lambda x: run_onnx(session, x), batches, empty=empty)

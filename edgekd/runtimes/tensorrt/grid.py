@@ -16,6 +16,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from edgekd.errors import EdgekdError
+from edgekd.runtimes.onnx_graph import replace_nodes
 
 
 def typed_point_model(model: onnx.ModelProto, precision: str) -> onnx.ModelProto:
@@ -72,12 +73,7 @@ def typed_point_model(model: onnx.ModelProto, precision: str) -> onnx.ModelProto
                 nodes.append(helper.make_node("DequantizeLinear", [name + "_q", "qs", "qz"], [dq_of[name]]))
             node.input[i] = dq_of[name]
         nodes.append(node)
-    del graph.node[:]
-    graph.node.extend(nodes)
-    used = {n for node in graph.node for n in node.input}
-    keep = [i for i in graph.initializer if i.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(keep)
+    replace_nodes(graph, nodes)
     return out
 
 
