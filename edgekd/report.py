@@ -208,7 +208,8 @@ def _int8_section(run: RunDir, stages: dict[str, Any]) -> list[str]:
     if not q:
         return []
     if q.get("mode") == "off":
-        return [f"INT8: skipped ({q.get('reason') or '--no-quantize'}); the student is exported in FP32.", ""]
+        why = q["reason"] if q.get("skipped") else "--no-quantize"  # a task that has no INT8 yet says why
+        return [f"INT8: skipped ({why}); the student is exported in FP32.", ""]
     out = ["## INT8", "", "| model | top-1 (PyTorch, validation) | ONNX file | bytes |", "|---|---:|---|---:|"]
     export = run.path / "export"
 
