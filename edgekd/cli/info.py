@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from typing import Annotated
 
+import typer
 from rich.table import Table
 
 from edgekd.cli.app import handles_errors, stdout
@@ -39,17 +41,30 @@ def targets(as_json: JsonOpt = False) -> None:
 
 
 @handles_errors
-def models(as_json: JsonOpt = False) -> None:
-    """List the model zoo's architectures (any torchvision classifier also works as tv:NAME)."""
-    from edgekd.models import count_parameters, create_model, list_models
+def models(
+    task: Annotated[str, typer.Option("--task", help="classify (the default) or detect.")] = "classify",
+    as_json: JsonOpt = False,
+) -> None:
+    """List the architectures of a task: the classifier zoo (any torchvision classifier also works as
+    tv:NAME), or with --task detect the edge detectors and the torchvision detectors (tv:NAME)."""
+    from edgekd.models import count_parameters
+    from edgekd.tasks import get_task
 
-    rows = []
-    for name in list_models():
-        rows.append({"name": name, "parameters_10_classes": count_parameters(create_model(name, num_classes=10))})
+    if task == "detect":
+        from edgekd.tasks.detect.models import build_detector
+
+        build = lambda name: build_detector(name, 10, 320)  # noqa: E731
+        title = "edgekd detectors: edet_* students, tv:NAME torchvision detectors"
+    else:
+        from edgekd.models import create_model
+
+        build = lambda name: create_model(name, num_classes=10)  # noqa: E731
+        title = "edgekd model zoo (plus tv:NAME for any torchvision classifier)"
+    rows = [{"name": n, "parameters_10_classes": count_parameters(build(n))} for n in get_task(task).model_names()]
     if as_json:
         print(json.dumps(rows, indent=2))
         return
-    table = Table(title="edgekd model zoo (plus tv:NAME for any torchvision classifier)")
+    table = Table(title=title)
     table.add_column("name", no_wrap=True)
     table.add_column("parameters (10 classes, 3 channels)", justify="right")
     for r in rows:
