@@ -26,24 +26,33 @@ def _image(path: Path, w: int = 40, h: int = 30) -> None:
 def write_coco(root: Path, anns: dict[str, list] | None = None, images: dict[str, list] | None = None) -> Path:
     """Train: a.png (2 boxes: one partly outside, one degenerate) + b.png (negative); val: c.png (1 box)."""
     default_images = {"train": [(1, "a.png"), (2, "b.png")], "val": [(3, "c.png")]}
-    default_anns = {"train": [(1, 1, 7, [2, 3, 10, 8]), (2, 1, 9, [30, 20, 20, 5]), (3, 1, 7, [5, 5, 0, 4])],
-                    "val": [(4, 3, 9, [1, 1, 5, 5])]}
+    default_anns = {
+        "train": [(1, 1, 7, [2, 3, 10, 8]), (2, 1, 9, [30, 20, 20, 5]), (3, 1, 7, [5, 5, 0, 4])],
+        "val": [(4, 3, 9, [1, 1, 5, 5])],
+    }
     images, anns = images or default_images, anns or default_anns
     for split in ("train", "val"):
         for _, name in images[split]:
             _image(root / "images" / split / name)
-        doc = {"images": [{"id": i, "file_name": n, "width": 40, "height": 30} for i, n in images[split]],
-               "annotations": [{"id": a, "image_id": i, "category_id": c, "bbox": b, "area": 1.0, "iscrowd": 0}
-                               for a, i, c, b in anns[split]],
-               "categories": [{"id": 7, "name": "cat"}, {"id": 9, "name": "dog"}]}
+        doc = {
+            "images": [{"id": i, "file_name": n, "width": 40, "height": 30} for i, n in images[split]],
+            "annotations": [
+                {"id": a, "image_id": i, "category_id": c, "bbox": b, "area": 1.0, "iscrowd": 0}
+                for a, i, c, b in anns[split]
+            ],
+            "categories": [{"id": 7, "name": "cat"}, {"id": 9, "name": "dog"}],
+        }
         (root / "annotations").mkdir(parents=True, exist_ok=True)
         (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(doc))
     return root
 
 
 def write_yolo(root: Path, labels: dict[str, str] | None = None) -> Path:
-    labels = labels or {"train/a": "0 0.25 0.5 0.2 0.4\n1 0.95 0.5 0.2 0.2\n", "train/b": "",
-                        "val/c": "1 0.5 0.5 0.5 0.5\n"}
+    labels = labels or {
+        "train/a": "0 0.25 0.5 0.2 0.4\n1 0.95 0.5 0.2 0.2\n",
+        "train/b": "",
+        "val/c": "1 0.5 0.5 0.5 0.5\n",
+    }
     for key, text in labels.items():
         split, stem = key.split("/")
         _image(root / "images" / split / f"{stem}.png")
@@ -76,12 +85,15 @@ def test_yolo_fixture_boxes_and_negatives(tmp_path):
     assert load_detection_data(tmp_path / "data.yaml", log=None).train.file_names == ["a.png", "b.png"]
 
 
-@pytest.mark.parametrize("case, message", [
-    ("missing_image", "not in"),
-    ("unknown_image_id", "image_id 99"),
-    ("bad_category", "category_id 5"),
-    ("bad_bbox", "bbox"),
-])
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("missing_image", "not in"),
+        ("unknown_image_id", "image_id 99"),
+        ("bad_category", "category_id 5"),
+        ("bad_bbox", "bbox"),
+    ],
+)
 def test_coco_bad_data_errors(tmp_path, case, message):
     images = {"train": [(1, "a.png")], "val": [(3, "c.png")]}
     anns = {"train": [(1, 1, 7, [1, 1, 4, 4])], "val": [(4, 3, 9, [1, 1, 5, 5])]}
@@ -99,11 +111,14 @@ def test_coco_bad_data_errors(tmp_path, case, message):
     assert "\n" not in str(err.value) and "instances_train.json" in str(err.value)
 
 
-@pytest.mark.parametrize("line, message", [
-    ("2 0.5 0.5 0.1 0.1", "class id 2 is outside names"),
-    ("0 0.5 0.5 0.1", "malformed label line"),
-    ("zero 0.5 0.5 0.1 0.1", "malformed label line"),
-])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("2 0.5 0.5 0.1 0.1", "class id 2 is outside names"),
+        ("0 0.5 0.5 0.1", "malformed label line"),
+        ("zero 0.5 0.5 0.1 0.1", "malformed label line"),
+    ],
+)
 def test_yolo_bad_label_names_file_and_line(tmp_path, line, message):
     write_yolo(tmp_path, {"train/a": f"0 0.5 0.5 0.2 0.2\n{line}\n", "val/c": ""})
     with pytest.raises(EdgekdError, match=message) as err:
@@ -155,8 +170,13 @@ def test_letterbox_roundtrip_and_augmentation_moves_boxes():
     from torchvision import tv_tensors
 
     flip = train_augment(hflip=1.0, scale=(1.0, 1.0), translate=0.0)
-    res = flip({"image": tv_tensors.Image(out), "labels": torch.tensor([1]),
-                "boxes": tv_tensors.BoundingBoxes(lb, format="XYXY", canvas_size=(64, 64))})
+    res = flip(
+        {
+            "image": tv_tensors.Image(out),
+            "labels": torch.tensor([1]),
+            "boxes": tv_tensors.BoundingBoxes(lb, format="XYXY", canvas_size=(64, 64)),
+        }
+    )
     torch.testing.assert_close(res["boxes"].as_subclass(torch.Tensor), torch.tensor([[64 - 19.2, 3.2, 64 - 6.4, 16.0]]))
 
 

@@ -66,8 +66,8 @@ def test_localization_distillation_reference():
     ref = 0.0
     for i in range(3):
         for edge in range(4):
-            zs = [v / temp for v in s[i, edge * bins:(edge + 1) * bins].tolist()]
-            zt = [v / temp for v in t[i, edge * bins:(edge + 1) * bins].tolist()]
+            zs = [v / temp for v in s[i, edge * bins : (edge + 1) * bins].tolist()]
+            zt = [v / temp for v in t[i, edge * bins : (edge + 1) * bins].tolist()]
             ref += kl(softmax(zt), softmax(zs))
     got = localization_distillation(s, t, bins, temp).item()
     assert got == pytest.approx(ref / 12 * temp**2, rel=1e-4)
@@ -97,8 +97,10 @@ def test_cwd_reference():
     ref = 0.0
     for b in range(2):
         for c in range(3):
-            ref += kl(softmax([v / temp for v in t[b, c].flatten().tolist()]),
-                      softmax([v / temp for v in s[b, c].flatten().tolist()]))
+            ref += kl(
+                softmax([v / temp for v in t[b, c].flatten().tolist()]),
+                softmax([v / temp for v in s[b, c].flatten().tolist()]),
+            )
     assert channel_wise_distillation(s, t, temp).item() == pytest.approx(ref * temp**2 / (2 * 3), rel=1e-4)
 
 
@@ -138,8 +140,16 @@ def test_distiller_all_methods_one_step_and_refusal():
     data = load_detection_data("digits-detect", n_train=4, n_val=2)
     teacher, student = build_detector("edet_p", 10), build_detector("edet_p", 10)
     kd = {name: 1.0 for name in METHODS}
-    hist = train_detector(student, data, epochs=1, imgsz=64, batch_size=4, teacher=teacher, kd=kd,
-                          kd_options={"pseudo_label": {"conf": 0.005}})
+    hist = train_detector(
+        student,
+        data,
+        epochs=1,
+        imgsz=64,
+        batch_size=4,
+        teacher=teacher,
+        kd=kd,
+        kd_options={"pseudo_label": {"conf": 0.005}},
+    )
     terms = hist["epochs"][0]
     assert hist["steps"] == 1 and all(math.isfinite(terms[f"kd_{n}"]) for n in METHODS)
     assert not any(p.requires_grad for p in teacher.parameters())
@@ -154,6 +164,14 @@ def test_pseudo_labels_from_a_torchvision_teacher():
     data = load_detection_data("digits-detect", n_train=2, n_val=1)
     teacher = build_detector("tv:fasterrcnn_mobilenet_v3_large_320_fpn", 10, imgsz=64)
     student = build_detector("edet_p", 10)
-    hist = train_detector(student, data, epochs=1, imgsz=64, batch_size=2, teacher=teacher,
-                          kd={"pseudo_label": 1.0, "pkd": 1.0}, kd_options={"pseudo_label": {"conf": 1e-4}})
+    hist = train_detector(
+        student,
+        data,
+        epochs=1,
+        imgsz=64,
+        batch_size=2,
+        teacher=teacher,
+        kd={"pseudo_label": 1.0, "pkd": 1.0},
+        kd_options={"pseudo_label": {"conf": 1e-4}},
+    )
     assert math.isfinite(hist["epochs"][0]["kd_pseudo_label"]) and math.isfinite(hist["epochs"][0]["kd_pkd"])

@@ -33,8 +33,9 @@ def test_dfl_loss_hand_value():
 
 def test_task_aligned_assign_picks_the_aligned_anchor():
     points = torch.tensor([[5.0, 5.0], [15.0, 5.0], [50.0, 50.0]])
-    gt_boxes, gt_labels, gt_mask = pad_targets([{"boxes": torch.tensor([[0.0, 0.0, 20.0, 10.0]]),
-                                                 "labels": torch.tensor([1])}])
+    gt_boxes, gt_labels, gt_mask = pad_targets(
+        [{"boxes": torch.tensor([[0.0, 0.0, 20.0, 10.0]]), "labels": torch.tensor([1])}]
+    )
     scores = torch.tensor([[[0.1, 0.9], [0.1, 0.2], [0.1, 0.9]]])
     boxes = torch.tensor([[[0.0, 0.0, 20.0, 10.0], [0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 20.0, 10.0]]])
     a = task_aligned_assign(scores, boxes, points, gt_boxes, gt_labels, gt_mask, topk=1)
@@ -49,8 +50,10 @@ def test_task_aligned_assign_picks_the_aligned_anchor():
 def test_loss_backward_and_empty_targets():
     model = build_detector("edet_p", 3)
     x = torch.rand(2, 3, 64, 64)
-    targets = [{"boxes": torch.tensor([[4.0, 4.0, 40.0, 30.0]]), "labels": torch.tensor([2])},
-               {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}]
+    targets = [
+        {"boxes": torch.tensor([[4.0, 4.0, 40.0, 30.0]]), "labels": torch.tensor([2])},
+        {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)},
+    ]
     terms = detection_loss(model(x), targets, model.strides, model.reg_max)
     terms["total"].backward()
     assert all(torch.isfinite(v) for v in terms.values()) and terms["box"] > 0
@@ -64,8 +67,9 @@ def test_nms_reference_and_padding():
     scores = torch.tensor([[[0.9, 0.8], [0.85, 0.1], [0.3, 0.0005]]])  # [B, A, C]
     sel = nms_indices(boxes, scores.transpose(1, 2), 100, 0.5, 0.001)
     assert sorted(map(tuple, sel.tolist())) == [(0, 0, 0), (0, 0, 2), (0, 1, 0)]  # box 1 suppressed in class 0
-    num, det_boxes, det_scores, det_classes = EfficientNMSOutputs(max_det=4, iou_threshold=0.5,
-                                                                  score_threshold=0.001)(boxes, scores)
+    num, det_boxes, det_scores, det_classes = EfficientNMSOutputs(max_det=4, iou_threshold=0.5, score_threshold=0.001)(
+        boxes, scores
+    )
     assert num.tolist() == [[3]] and num.dtype == det_classes.dtype == torch.int32
     assert det_scores[0].tolist() == pytest.approx([0.9, 0.8, 0.3, 0.0])
     assert det_classes.tolist() == [[0, 1, 0, 0]] and det_boxes[0, 3].tolist() == [0, 0, 0, 0]
@@ -74,8 +78,10 @@ def test_nms_reference_and_padding():
 
 def test_metrics_ground_truth_scores_one_and_results_json():
     data = load_detection_data("digits-detect", n_train=2, n_val=6)
-    preds = [{"boxes": b, "scores": torch.ones(len(b)), "labels": lab}
-             for b, lab in zip(data.val.boxes, data.val.labels, strict=True)]
+    preds = [
+        {"boxes": b, "scores": torch.ones(len(b)), "labels": lab}
+        for b, lab in zip(data.val.boxes, data.val.labels, strict=True)
+    ]
     res = coco_map(preds, data.val, data.names, data.category_ids)
     assert res["mAP"] == pytest.approx(1.0) and res["mAP50"] == pytest.approx(1.0)
     present = {data.names[i] for lab in data.val.labels for i in lab.tolist()}
@@ -83,8 +89,15 @@ def test_metrics_ground_truth_scores_one_and_results_json():
     assert all(res["per_class"][n] is None for n in set(data.names) - present)
     row = results_json(preds, data.val, data.category_ids)[0]
     assert set(row) == {"image_id", "file_name", "category_id", "bbox", "score"} and row["file_name"] == "val_00000.png"
-    assert coco_map([{"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0)}] * 6,
-                    data.val, data.names, data.category_ids)["mAP"] == 0.0
+    assert (
+        coco_map(
+            [{"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0)}] * 6,
+            data.val,
+            data.names,
+            data.category_ids,
+        )["mAP"]
+        == 0.0
+    )
 
 
 def test_detector_zoo():

@@ -40,8 +40,10 @@ def trained():
 def test_tiny_student_learns_digits_detect(trained):
     data, model, before, hist, seconds = trained
     after = coco_map(predict_split(model, data.val, IMGSZ), data.val, data.names, data.category_ids)
-    print(f"edet_p digits-detect: {hist['steps']} steps in {seconds:.1f} s, mAP@.5 {before['mAP50']:.3f} -> "
-          f"{after['mAP50']:.3f}, mAP {after['mAP']:.3f}")
+    print(
+        f"edet_p digits-detect: {hist['steps']} steps in {seconds:.1f} s, mAP@.5 {before['mAP50']:.3f} -> "
+        f"{after['mAP50']:.3f}, mAP {after['mAP']:.3f}"
+    )
     assert hist["steps"] == 60
     assert hist["epochs"][-1]["total"] < hist["epochs"][0]["total"]
     assert before["mAP50"] < 0.02
@@ -62,8 +64,10 @@ def test_onnx_interface_and_map_parity(trained, tmp_path):
     assert out["det_classes"].dtype == np.int32 and out["det_classes"].shape == (2, 100)
     torch_map = coco_map(predict_split(model, data.val, IMGSZ), data.val, data.names, data.category_ids)
     ort_map = coco_map(predict_split(model, data.val, IMGSZ, runner=runner), data.val, data.names, data.category_ids)
-    print(f"mAP torch {torch_map['mAP']:.4f} / ORT {ort_map['mAP']:.4f}; "
-          f"mAP@.5 torch {torch_map['mAP50']:.4f} / ORT {ort_map['mAP50']:.4f}")
+    print(
+        f"mAP torch {torch_map['mAP']:.4f} / ORT {ort_map['mAP']:.4f}; "
+        f"mAP@.5 torch {torch_map['mAP50']:.4f} / ORT {ort_map['mAP50']:.4f}"
+    )
     assert abs(torch_map["mAP"] - ort_map["mAP"]) < 0.005
     assert abs(torch_map["mAP50"] - ort_map["mAP50"]) < 0.005
 
