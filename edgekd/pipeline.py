@@ -216,10 +216,12 @@ def compress(cfg: RunConfig, out: Path, *, resume: bool, reporter: Reporter, aft
     before any stage finished leaves no half-made run directory behind."""
     from edgekd.stages.common import teacher_path
     from edgekd.stages.search import search_active
-    from edgekd.targets import load_target
+    from edgekd.targets import resolve_target
 
     _require_teacher(cfg)
-    profile = load_target(cfg.target)
+    profile, chosen = resolve_target(cfg.target)
+    if chosen is not None:  # a family name: the run records the module it became, so a resume is the same run
+        cfg = cfg.model_copy(update={"target": profile.name})
     teacher_path(cfg)
     run = RunDir(out)
     if run.exists() and not resume:
@@ -243,8 +245,14 @@ def compress(cfg: RunConfig, out: Path, *, resume: bool, reporter: Reporter, aft
                 "runtime": profile.runtime,
                 "precision": profile.precision,
             }
+            if chosen is not None:
+                run.manifest["target_profile"]["chosen"] = chosen
             run.write_config(cfg)
             reporter.info(f"edgekd {__version__}: run directory {out} (target {profile.display_name})")
+            if chosen is not None:
+                from rich.markup import escape
+
+                reporter.info(f"target: {escape(chosen)}")
 
         stages = [s for s in ORDER if s != "search" or search_active(cfg)]
         run_pipeline(run, cfg, stages, resume, reporter, prepare)

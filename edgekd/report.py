@@ -50,7 +50,8 @@ def build_report(run: RunDir, stale: list[str] | None = None) -> str:
             f"validation images ({data.get('val_source')}), input {tuple(teacher['input']['shape'])}, "
             f"{len(teacher['classes'])} classes; normalisation {teacher['input']['normalization_source']}",
         ]
-    out.append(f"- Target: {manifest.get('target')}")
+    chosen = (manifest.get("target_profile") or {}).get("chosen")
+    out.append(f"- Target: {manifest.get('target')}" + (f" ({chosen})" if chosen else ""))
     if distill:
         out.append(
             f"- Student: {distill['student']['name']} ({distill['parameters']:,} parameters), distilled for "
