@@ -15,6 +15,7 @@ Written for Python 3.6+ (JetPack 4 ships 3.6): no newer syntax, no type-annotati
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -22,6 +23,9 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+# Where build_engine.sh and entrypoint.sh put the engine: $EDGEKD_ENGINE_DIR (the Dockerfile sets it to
+# its volume, /app/engine), else engine/ beside this file.
+ENGINE_DIR = Path(os.environ.get("EDGEKD_ENGINE_DIR") or HERE / "engine")
 
 
 def load_preprocess(path):
@@ -316,7 +320,7 @@ def main(argv=None):
     ap.add_argument("images", nargs="*", help="image files (png, jpg, ...)")
     ap.add_argument("--npz", help="an .npz with x (uint8 images) and optionally y (labels)")
     ap.add_argument("--model", help="ONNX file for ONNX Runtime (default: the bundle's model)")
-    ap.add_argument("--engine", default=str(HERE / "model.engine"), help="TensorRT engine built on this device")
+    ap.add_argument("--engine", default=str(ENGINE_DIR / "model.engine"), help="TensorRT engine built on this device")
     ap.add_argument("--runtime", choices=("auto", "tensorrt", "onnxruntime"), default="auto")
     ap.add_argument("--top-k", type=int, default=None, help="classes to print per image")
     ap.add_argument("--batch", type=int, default=32, help="batch size for inference and --bench throughput")
