@@ -17,8 +17,8 @@ from pathlib import Path
 from edgekd import __version__
 from edgekd.config import RunConfig, build_config, read_yaml
 from edgekd.console import Reporter
-from edgekd.errors import CheckFailed, EdgekdError
-from edgekd.io import sha256_json
+from edgekd.errors import CheckFailed, EdgekdError, StorageError
+from edgekd.io import sha256_json, storage_errno, storage_error
 from edgekd.report import write_report
 from edgekd.rundir import RunDir, _now, library_versions
 from edgekd.stage import Stage, StageContext, StageResult
@@ -131,7 +131,12 @@ class Runner:
         t0 = time.perf_counter()
         ctx = StageContext(self.run, name, self.config, self.reporter, resume=cut_off, dir=staging)
         try:
-            result = stage.run(ctx)
+            try:
+                result = stage.run(ctx)
+            except OSError as exc:  # a disk error outside edgekd.io's writers: said as what it is
+                if isinstance(exc, StorageError) or storage_errno(exc) is None:
+                    raise
+                raise storage_error(exc, exc.filename or staging) from exc
         except BaseException as exc:
             record = {
                 "status": "failed",
@@ -224,12 +229,14 @@ def compress(cfg: RunConfig, out: Path, *, resume: bool, reporter: Reporter, aft
         cfg = cfg.model_copy(update={"target": profile.name})
     teacher_path(cfg)
     run = RunDir(out)
+    run.check_free()  # a run in progress is named as such (pid, since), before any other complaint
     if run.exists() and not resume:
         raise EdgekdError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-    if out.is_dir() and not run.exists() and any(out.iterdir()):
+    if out.is_dir() and not run.exists() and any(p.name != ".lock" for p in out.iterdir()):
         raise EdgekdError(f"{out} is a folder with other files in it, not an edgekd run; choose a new or empty --out")
-    fresh = not out.exists()
-    run.lock()
+    fresh = not out.exists() or [p.name for p in out.iterdir()] == [".lock"]  # nothing but a killed run's lock
+    if run.lock("compress"):
+        reporter.warn(run.stale_lock)
     try:
 
         def prepare() -> None:
@@ -275,7 +282,8 @@ def run_stage(
     if not run.config_path.is_file():
         raise EdgekdError(f"{run_dir} has no config.yaml, so the run cannot be repeated; start a new run with compress")
     cfg = build_config(None, overrides, base=read_yaml(run.config_path))
-    run.lock()
+    if run.lock(stage):
+        reporter.warn(run.stale_lock)
     try:
         run.load_manifest()
         run_pipeline(run, cfg, [stage], resume, reporter, lambda: run.write_config(cfg))

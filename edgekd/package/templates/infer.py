@@ -60,12 +60,42 @@ def read_images(paths, pre):
     return np.stack(out)
 
 
+def fail(message):
+    """A problem with the input: one line on stderr, exit code 2 (as edgekd's own errors)."""
+    print("infer.py: error: " + " ".join(str(message).split()), file=sys.stderr)
+    sys.exit(2)
+
+
 def read_npz(path, pre):
     """``x`` as uint8 (N, C, H, W) (accepts N,H,W / N,H,W,C / N,C,H,W; floats in [0, 1]) and ``y`` if present."""
+    import zipfile
+
     c = pre["shape"][0]
-    with np.load(path, allow_pickle=False) as data:
-        x = data["x"]
-        y = data["y"].astype(np.int64).reshape(-1) if "y" in data.files else None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if "x" not in data.files:
+                fail(
+                    "{}: no array x (it has: {}); save images as x (and labels as y)".format(
+                        path, ", ".join(data.files) or "none"
+                    )
+                )
+            x = data["x"]
+            y = data["y"] if "y" in data.files else None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        fail(
+            "cannot read {} as an .npz of numeric arrays ({}); save it with np.savez(path, x=uint8 images, "
+            "y=int labels), without object arrays".format(path, first)
+        )
+    for name, arr in (("x", x), ("y", y)):
+        if arr is not None and not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+            fail(
+                "{}: {} has dtype {}; expected numbers (x: uint8 pixels or floats in [0, 1], y: int labels)".format(
+                    path, name, arr.dtype
+                )
+            )
+    if y is not None:
+        y = y.astype(np.int64).reshape(-1)
     if x.dtype != np.uint8:
         x = np.clip(np.rint(x.astype(np.float64) * 255.0), 0, 255).astype(np.uint8)
     if x.ndim == 3:
@@ -73,7 +103,7 @@ def read_npz(path, pre):
     elif x.ndim == 4 and x.shape[1] != c and x.shape[-1] == c:
         x = x.transpose(0, 3, 1, 2)
     if x.ndim != 4 or tuple(x.shape[1:]) != tuple(pre["shape"]):
-        sys.exit(f"infer.py: {path}: x has shape {x.shape}, expected (N, {', '.join(map(str, pre['shape']))})")
+        fail(f"{path}: x has shape {x.shape}, expected (N, {', '.join(map(str, pre['shape']))})")
     return np.ascontiguousarray(x), y
 
 
@@ -278,7 +308,7 @@ def make_runner(args, manifest):
         if reason is None:
             return TensorRTRunner(engine)
         if args.runtime == "tensorrt":
-            sys.exit(f"infer.py: cannot use TensorRT: {reason}")
+            fail(f"cannot use TensorRT: {reason}")
         print(f"infer.py: using ONNX Runtime ({reason})", file=sys.stderr)
     return OnnxRuntimeRunner(HERE / (args.model or manifest["model"]["file"]), args.threads)
 
@@ -338,7 +368,10 @@ def main(argv=None):
         x, y = read_npz(args.npz, pre)
         names = [f"{args.npz}[{i}]" for i in range(x.shape[0])]
     elif args.images:
-        x, y, names = read_images(args.images, pre), None, list(args.images)
+        try:
+            x, y, names = read_images(args.images, pre), None, list(args.images)
+        except (OSError, ValueError) as err:  # a missing file, or not an image Pillow can read
+            fail(f"cannot read the image {getattr(err, 'filename', None) or ''} ({err}); pass png/jpg files")
     else:
         ap.error("give image files or --npz FILE")
     runner = make_runner(args, manifest)
