@@ -111,6 +111,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
             except OSError:
                 pass
             tmp_path.unlink(missing_ok=True)
+            if full:
+                import gc
+
+                gc.collect()  # a writer that failed may hold the unlinked file open (torch.save): free its space now
         if not isinstance(exc, StorageError) and (full or storage_errno(exc) is not None):
             raise storage_error(exc, path, written, code=errno.ENOSPC if full else None) from exc
         raise
