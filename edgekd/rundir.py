@@ -111,11 +111,16 @@ class RunDir:
                 "wait for it to finish or choose another --out"
             ) from None
         previous = os.pread(fd, 256, 0).decode(errors="replace").strip()
+        # half-written files of a killed writer (edgekd.io's ".NAME.XXXX.tmp"): nobody else writes here now
+        temps = [p for p in self.path.rglob(".*.tmp") if p.is_file()]
+        for p in temps:
+            p.unlink(missing_ok=True)
         self.stale_lock = None
         if previous:
+            removed = f"; removed {len(temps)} half-written temp file(s)" if temps else ""
             self.stale_lock = (
                 f"recovered the stale lock of {self._holder(previous)}, which stopped without releasing it "
-                f"(killed?); {self.path} is now locked by this process (pid {os.getpid()})"
+                f"(killed?){removed}; {self.path} is now locked by this process (pid {os.getpid()})"
             )
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid={os.getpid()} since={_now()} command={command.replace(' ', '_')}\n".encode(), 0)

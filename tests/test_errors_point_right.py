@@ -149,6 +149,18 @@ def test_stale_lock_of_a_killed_run_is_recovered_and_said_so(cli, tmp_path, digi
     assert "other files" not in stderr and "resnet9" in stderr
 
 
+def test_a_killed_writers_temp_files_are_removed_by_the_next_run(tmp_path):
+    out = tmp_path / "run"
+    (out / ".export.partial").mkdir(parents=True)
+    half = out / ".export.partial" / ".model_fp32.onnx.k3j2.tmp"  # atomic_write's temp, its writer killed
+    half.write_bytes(b"half")
+    (out / ".lock").write_text("pid=999999 since=2026-11-30T10:00:00+00:00 command=compress\n")
+    run = RunDir(out)
+    note = run.lock("compress")
+    run.unlock()
+    assert not half.exists() and "removed 1 half-written temp file(s)" in note
+
+
 # ---- config, data, training, bundle ----------------------------------------------------------------
 @pytest.mark.parametrize(
     "text", ["seed: !!python/object/apply:os.system ['true']\n", "distill: !!python/object:argparse.Namespace {}\n"]
