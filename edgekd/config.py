@@ -260,11 +260,25 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise EdgekdError(f"config file {path} does not exist; pass an existing YAML file to --config")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+    except (UnicodeDecodeError, OSError) as exc:
+        raise EdgekdError(
+            f"config file {path} cannot be read as UTF-8 text ({str(exc).splitlines()[0][:120]}); "
+            "save it as a UTF-8 YAML file"
+        ) from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
+        if isinstance(exc, yaml.constructor.ConstructorError) and "for the tag" in problem:
+            tag = problem.split("for the tag", 1)[1].strip().strip("'\"").replace("tag:yaml.org,2002:", "!!")
+            raise EdgekdError(
+                f"config file {path}{where}: the tag {tag} is refused: edgekd reads plain YAML (mappings, lists, "
+                "numbers, text) and never builds objects named by a tag, which could run code; remove the tag and "
+                "write the value itself"
+            ) from None
         raise EdgekdError(f"config file {path} is not valid YAML{where}: {problem}; fix the syntax") from None
     if data is None:
         return {}

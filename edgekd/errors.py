@@ -19,3 +19,11 @@ class CheckFailed(EdgekdError):
     """A stage's own check failed (e.g. ONNX parity); exit code 1, like a failed gate."""
 
     exit_code = 1
+
+
+class StorageError(EdgekdError):
+    """A write failed for a reason of the disk, not of the model: no space, no permission, read-only.
+
+    Raised by ``edgekd.io`` (see ``storage_error``) wherever a stage writes, with the path and the space
+    free and needed, so that a full disk is never reported as a bad opset or a bad layer; exit code 2.
+    """

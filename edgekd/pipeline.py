@@ -17,8 +17,8 @@ from pathlib import Path
 from edgekd import __version__
 from edgekd.config import RunConfig, build_config, read_yaml
 from edgekd.console import Reporter
-from edgekd.errors import CheckFailed, EdgekdError
-from edgekd.io import sha256_json
+from edgekd.errors import CheckFailed, EdgekdError, StorageError
+from edgekd.io import sha256_json, storage_errno, storage_error
 from edgekd.report import write_report
 from edgekd.rundir import RunDir, _now, library_versions
 from edgekd.stage import Stage, StageContext, StageResult
@@ -136,7 +136,12 @@ class Runner:
         t0 = time.perf_counter()
         ctx = StageContext(self.run, name, self.config, self.reporter, resume=cut_off, dir=staging)
         try:
-            result = stage.run(ctx)
+            try:
+                result = stage.run(ctx)
+            except OSError as exc:  # a disk error outside edgekd.io's writers: said as what it is
+                if isinstance(exc, StorageError) or storage_errno(exc) is None:
+                    raise
+                raise storage_error(exc, exc.filename or staging) from exc
         except BaseException as exc:
             record = {
                 "status": "failed",
@@ -221,19 +226,23 @@ def compress(cfg: RunConfig, out: Path, *, resume: bool, reporter: Reporter, aft
     before any stage finished leaves no half-made run directory behind."""
     from edgekd.stages.common import teacher_path
     from edgekd.stages.search import search_active
-    from edgekd.targets import load_target
+    from edgekd.targets import resolve_target
 
     _require_teacher(cfg)
     cfg = resolve_task(cfg)
-    profile = load_target(cfg.target)
+    profile, chosen = resolve_target(cfg.target)
+    if chosen is not None:  # a family name: the run records the module it became, so a resume is the same run
+        cfg = cfg.model_copy(update={"target": profile.name})
     teacher_path(cfg)
     run = RunDir(out)
+    run.check_free()  # a run in progress is named as such (pid, since), before any other complaint
     if run.exists() and not resume:
         raise EdgekdError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-    if out.is_dir() and not run.exists() and any(out.iterdir()):
+    if out.is_dir() and not run.exists() and any(p.name != ".lock" for p in out.iterdir()):
         raise EdgekdError(f"{out} is a folder with other files in it, not an edgekd run; choose a new or empty --out")
-    fresh = not out.exists()
-    run.lock()
+    fresh = not out.exists() or [p.name for p in out.iterdir()] == [".lock"]  # nothing but a killed run's lock
+    if run.lock("compress"):
+        reporter.warn(run.stale_lock)
     try:
 
         def prepare() -> None:
@@ -249,8 +258,14 @@ def compress(cfg: RunConfig, out: Path, *, resume: bool, reporter: Reporter, aft
                 "runtime": profile.runtime,
                 "precision": profile.precision,
             }
+            if chosen is not None:
+                run.manifest["target_profile"]["chosen"] = chosen
             run.write_config(cfg)
             reporter.info(f"edgekd {__version__}: run directory {out} (target {profile.display_name})")
+            if chosen is not None:
+                from rich.markup import escape
+
+                reporter.info(f"target: {escape(chosen)}")
 
         stages = [s for s in ORDER if s != "search" or search_active(cfg)]
         run_pipeline(run, cfg, stages, resume, reporter, prepare)
@@ -293,7 +308,8 @@ def run_stage(
     if not run.config_path.is_file():
         raise EdgekdError(f"{run_dir} has no config.yaml, so the run cannot be repeated; start a new run with compress")
     cfg = resolve_task(build_config(None, overrides, base=read_yaml(run.config_path)))
-    run.lock()
+    if run.lock(stage):
+        reporter.warn(run.stale_lock)
     try:
         run.load_manifest()
         run_pipeline(run, cfg, [stage], resume, reporter, lambda: run.write_config(cfg))

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from edgekd.bench.verdict import verdict
 from edgekd.io import atomic_write_text
 from edgekd.rundir import RunDir
 
@@ -50,7 +51,8 @@ def build_report(run: RunDir, stale: list[str] | None = None) -> str:
             f"validation images ({data.get('val_source')}), input {tuple(teacher['input']['shape'])}, "
             f"{len(teacher['classes'])} classes; normalisation {teacher['input']['normalization_source']}",
         ]
-    out.append(f"- Target: {manifest.get('target')}")
+    chosen = (manifest.get("target_profile") or {}).get("chosen")
+    out.append(f"- Target: {manifest.get('target')}" + (f" ({chosen})" if chosen else ""))
     if distill:
         out.append(
             f"- Student: {distill['student']['name']} ({distill['parameters']:,} parameters), distilled for "
@@ -114,6 +116,8 @@ def build_report(run: RunDir, stale: list[str] | None = None) -> str:
         out.append(f"| {name} | {rec.get('status')} | {'' if secs is None else f'{secs:.1f}'} | {outputs} |")
     versions = manifest.get("versions", {})
     out += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()), ""]
+    # issue 20: always end with a plain verdict, and the thresholds that produced it
+    out += verdict(_read_json(run.path / "bench" / "results.json"), stages, str(run.path)).lines()
     return "\n".join(out)
 
 

@@ -9,7 +9,9 @@ The manifest records each stage:
     metrics, started, finished, seconds, error
 
 An exclusive ``flock`` on ``RUN_DIR/.lock`` stops two processes from writing one run directory; the
-OS drops it when the holder dies, so a killed run never leaves a stale lock behind.
+file names the holder (pid, since when, command) so the second is told who holds it. The OS drops the
+``flock`` when the holder dies; the next run finds the dead holder's name in the file, takes the lock
+and says that it recovered a stale lock.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class RunDir:
         self.manifest_path = self.path / "manifest.json"
         self.config_path = self.path / "config.yaml"
         self._lock_fd: int | None = None
+        self.stale_lock: str | None = None  # set by lock() when it recovered a killed run's lock
         self.manifest: dict[str, Any] = {}
         self._cache: dict[str, Any] = {}  # per-process memo for stages (loaded data, teacher)
 
@@ -63,24 +66,70 @@ class RunDir:
             self._cache[key] = make()
         return self._cache[key]
 
-    def lock(self) -> None:
+    def _holder(self, text: str) -> str:
+        """``pid N since T`` from the lock file's text (``pid=N since=T command=C``), or what it holds."""
+        fields = dict(part.split("=", 1) for part in text.split() if "=" in part)
+        if "pid" not in fields:
+            return f"pid {text.strip() or '?'}"
+        command = f" ({fields['command'].replace('_', ' ')})" if fields.get("command") else ""
+        return f"pid {fields['pid']} since {fields.get('since', '?')}{command}"
+
+    def check_free(self) -> None:
+        """Raise ``EdgekdError`` naming the holder when another process holds this run directory's lock."""
+        lock_path = self.path / ".lock"
+        if self._lock_fd is not None or not lock_path.is_file():
+            return
+        try:
+            fd = os.open(lock_path, os.O_RDONLY)
+        except OSError:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 256, 0).decode(errors="replace")
+            raise EdgekdError(
+                f"run directory {self.path} is in use by another edgekd process: {self._holder(holder)}; "
+                "wait for it to finish or choose another --out"
+            ) from None
+        finally:
+            os.close(fd)  # closing drops a shared lock taken just to look
+
+    def lock(self, command: str = "edgekd") -> str | None:
+        """Take the run directory's lock; returns a note when it recovered the stale lock of a killed run.
+
+        The lock file holds ``pid=N since=T command=C`` while held and is emptied on a clean unlock, so a
+        non-empty file found free is the lock of a process that died (the OS dropped its ``flock``)."""
         self.path.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            holder = os.pread(fd, 256, 0).decode(errors="replace")
             os.close(fd)
             raise EdgekdError(
-                f"run directory {self.path} is in use by another edgekd process (pid {holder}); "
+                f"run directory {self.path} is in use by another edgekd process: {self._holder(holder)}; "
                 "wait for it to finish or choose another --out"
             ) from None
+        previous = os.pread(fd, 256, 0).decode(errors="replace").strip()
+        # half-written files of a killed writer (edgekd.io's ".NAME.XXXX.tmp"): nobody else writes here now
+        temps = [p for p in self.path.rglob(".*.tmp") if p.is_file()]
+        for p in temps:
+            p.unlink(missing_ok=True)
+        self.stale_lock = None
+        if previous:
+            removed = f"; removed {len(temps)} half-written temp file(s)" if temps else ""
+            self.stale_lock = (
+                f"recovered the stale lock of {self._holder(previous)}, which stopped without releasing it "
+                f"(killed?){removed}; {self.path} is now locked by this process (pid {os.getpid()})"
+            )
         os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        os.pwrite(fd, f"pid={os.getpid()} since={_now()} command={command.replace(' ', '_')}\n".encode(), 0)
         self._lock_fd = fd
+        return self.stale_lock
 
     def unlock(self) -> None:
         if self._lock_fd is not None:
+            os.ftruncate(self._lock_fd, 0)  # a clean release: an empty lock file is not stale
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
             os.close(self._lock_fd)
             self._lock_fd = None

@@ -79,7 +79,7 @@ def test_bundle_picks_the_int8_flavour_for_each_target(bundles, int8_run):
     script = (bundles["jetson-orin-nano"] / "build_engine.sh").read_text()
     assert "trtexec" in script and "--saveEngine" in script and "model_int8.onnx" in script
     assert "--maxShapes=input:8x1x8x8" in script  # the profile's max_batch
-    assert "ENGINE=engine/model.engine" in script and '"tensorrt": tensorrt.__version__' in script  # the sidecar
+    assert 'ENGINE="$ENGINE_DIR"/model.engine' in script and '"tensorrt": tensorrt.__version__' in script  # the sidecar
     assert not list(bundles["jetson-orin-nano"].rglob("*.engine"))  # never ship an engine
 
 

@@ -40,7 +40,8 @@ def compress(
         str | None,
         typer.Option(
             "--target",
-            help="Target device profile (default x86-cpu; see `edgekd targets`), or a path to a profile YAML.",
+            help="Target device profile (default x86-cpu; see `edgekd targets`): a module, a family (jetson, gpu, "
+            "cpu: this machine's, else a stated default), or a path to a profile YAML.",
         ),
     ] = None,
     task: Annotated[

@@ -138,7 +138,35 @@ def _classes(files: list[Path], parts: list[_Arrays]) -> list[str]:
             )
     if named:
         return named[0][1]
+    _check_label_gaps(files, parts)
     return [str(i) for i in range(int(max(int(p.y.max()) for p in parts)) + 1)]
+
+
+def _check_label_gaps(files: list[Path], parts: list[_Arrays]) -> None:
+    """Without class names the classes are 0..max(y): a label beyond a run of classes no image has (a 15
+    on 10-class data) is a stray label, named with its file and index rather than counted as 16 classes."""
+    seen = np.unique(np.concatenate([p.y for p in parts]))
+    top = int(seen.max())
+    missing = sorted(set(range(top + 1)) - {int(v) for v in seen})
+    if not missing:
+        return
+    first_gap = missing[0]
+    n_classes = first_gap  # labels 0..first_gap-1 all occur
+    stray = {int(v) for v in seen if v > first_gap}
+    for path, part in zip(files, parts, strict=True):
+        hits = np.flatnonzero(np.isin(part.y, list(stray)))
+        if len(hits):
+            i = int(hits[0])
+            others = sum(int(np.isin(p.y, list(stray)).sum()) for p in parts) - 1
+            more = f" ({others} more such label{'s' if others != 1 else ''})" if others else ""
+            label = int(part.y[i])
+            gap_end = max(m for m in missing if m < label)
+            gap = f"{first_gap}..{gap_end}" if gap_end > first_gap else str(first_gap)
+            raise EdgekdError(
+                f"{path}: y[{i}] = {label}{more}, but no image has label {gap}: the labels look like "
+                f"{n_classes} classes (0..{n_classes - 1}) with a stray label; fix y[{i}], or save a 'classes' "
+                f"array naming all {top + 1} classes if label {label} is meant"
+            )
 
 
 def _to_split(x: np.ndarray, y: np.ndarray) -> Split:

@@ -215,6 +215,8 @@ class DistillConfig(SchemeFields):
         from edgekd.distill.methods import default_ce_weight, method_names
 
         names = []
+        if not isinstance(data["methods"], list | tuple | type(None)):
+            return data  # not a list: the field's own validation says so in one line
         for m in data["methods"] or []:
             name = m.get("name") if isinstance(m, dict) else getattr(m, "name", None)
             if name not in method_names():

@@ -63,6 +63,18 @@ class TrainSetup:
     student_view: Callable[[torch.Tensor], torch.Tensor] | None = None
 
 
+def lr_setting(setup: TrainSetup, label: str) -> str:
+    """The learning-rate setting of the command that trains here, for divergence advice: ``--lr`` of
+    ``train-teacher``, ``quantize.lr`` for QAT, else ``distill.lr``."""
+    from edgekd.distill.config import TeacherTrainConfig
+
+    if isinstance(setup.config, TeacherTrainConfig):
+        return "--lr of train-teacher"
+    if label == "qat":
+        return "quantize.lr, e.g. --set quantize.lr=1e-4"
+    return "distill.lr, e.g. --set distill.lr=0.01"
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` is the GPU of this rank (``LOCAL_RANK`` under torchrun) when there is one, else the CPU."""
     if name == "auto":
@@ -329,7 +341,7 @@ def train(
                 if not torch.isfinite(loss):
                     raise EdgekdError(
                         f"{label}: the loss became {loss.item()} in epoch {epoch + 1} (training diverged); "
-                        "lower the learning rate (distill.lr) and rerun"
+                        f"lower the learning rate ({lr_setting(setup, label)}) and rerun"
                     )
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
@@ -347,7 +359,7 @@ def train(
             if not math.isfinite(val["loss"]):
                 raise EdgekdError(
                     f"{label}: the model's outputs became non-finite in epoch {epoch + 1} (training diverged); "
-                    "lower the learning rate (distill.lr) and rerun"
+                    f"lower the learning rate ({lr_setting(setup, label)}) and rerun"
                 )
             record = {
                 "epoch": epoch + 1,

@@ -31,6 +31,9 @@ JETSON_BASES = {
     "6.2": "nvcr.io/nvidia/l4t-jetpack:r36.4.0",
 }
 GPU_BASE = "nvcr.io/nvidia/tensorrt:24.08-py3"
+# Where a TensorRT bundle's container keeps its engine: the Dockerfile's VOLUME and its ENV
+# EDGEKD_ENGINE_DIR (read by entrypoint.sh, build_engine.sh and infer.py), and what the model card says.
+ENGINE_DIR = "/app/engine"
 CPU_BASE = "python:3.11-slim"
 
 
@@ -75,17 +78,19 @@ CMD ["--help"]
     return f"""# {title}
 # TensorRT target. The engine is built ON THE DEVICE at the first start (entrypoint.sh runs
 # build_engine.sh; engines fit one GPU model and TensorRT version, so none is shipped), into the
-# volume /app/engine, and reused while the GPU and TensorRT version stay the same.
+# volume {ENGINE_DIR} (EDGEKD_ENGINE_DIR), and reused while the GPU and TensorRT version stay the same.
 #   docker build -t edgekd-model .
-#   docker run --rm {runtime} -v edgekd-engine:/app/engine -v "$PWD/data:/data" edgekd-model --npz /data/val.npz --bench
+#   docker run --rm {runtime} -v edgekd-engine:{ENGINE_DIR} edgekd-model --build-engine   # optional: build it now
+#   docker run --rm {runtime} -v edgekd-engine:{ENGINE_DIR} -v "$PWD/data:/data" edgekd-model \\
+#       --npz /data/val.npz --bench
 FROM {base}
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 DEBIAN_FRONTEND=noninteractive
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 DEBIAN_FRONTEND=noninteractive EDGEKD_ENGINE_DIR={ENGINE_DIR}
 RUN apt-get update && apt-get install -y --no-install-recommends python3-pip python3-numpy python3-pil \\
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 {copy}
-RUN chmod +x /app/entrypoint.sh /app/build_engine.sh && mkdir -p /app/engine
-VOLUME /app/engine
+RUN chmod +x /app/entrypoint.sh /app/build_engine.sh && mkdir -p {ENGINE_DIR}
+VOLUME {ENGINE_DIR}
 ENTRYPOINT ["/app/entrypoint.sh"]
 CMD ["--help"]
 """

@@ -6,12 +6,15 @@ detects the TensorRT version on the device and passes only the flags that versio
 (``build_plan``). An FP32 model never gets ``--int8``, which without Q/DQ nodes or a calibrator
 builds with placeholder scales; it gets ``--fp16`` where the target's precision is fp16 or int8 and
 the TensorRT version still has the flag (8.x, 10.x; on 11.x an FP32 ONNX builds an FP32 engine).
-The engine goes to ``engine/model.engine``, its layer report next to it (``engine/model.layers.json``,
+The engine goes to ``$EDGEKD_ENGINE_DIR/model.engine`` (default ``engine/`` beside the script; the
+container sets ``/app/engine``, its volume), its timing cache and layer report next to it (``engine/model.layers.json``,
 ``model.profile.json``, ``model.layer_report.md``, summarised by the bundle's ``layer_report.py``),
 and a sidecar ``engine/model.engine.json`` records the TensorRT version and GPU it was built with;
 ``infer.py`` uses an engine only when both match the machine it runs on."""
 
 from __future__ import annotations
+
+import re
 
 from edgekd.targets.profile import TargetProfile
 
@@ -43,5 +46,8 @@ def engine_script(
     text = build_engine_script(
         onnx_name, profile, input_name=input_name, input_shape=input_shape, engine_name=ENGINE, int8=int8
     )
-    text = text.replace('cd "$(dirname "$0")"\n', 'cd "$(dirname "$0")"\nmkdir -p engine\n', 1)
+    head = 'cd "$(dirname "$0")"\n'
+    text = text.replace(head, head + 'ENGINE_DIR="${EDGEKD_ENGINE_DIR:-engine}"\nmkdir -p "$ENGINE_DIR"\n', 1)
+    # the engine, its timing cache and its layer report all live in ENGINE_DIR (a volume in the container)
+    text = re.sub(r"^(?!ONNX=)([A-Z_]+)=(?:engine/)?(model\.[\w.]+)$", r'\1="$ENGINE_DIR"/\2', text, flags=re.M)
     return text.rstrip("\n") + "\n" + _SIDECAR

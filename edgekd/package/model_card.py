@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgekd.package.dockerfiles import ENGINE_DIR
+
 
 def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.2f}%"
@@ -80,9 +82,11 @@ def model_card(m: dict[str, Any]) -> str:
             "",
             "    docker build -t edgekd-model .",
             f"    docker run --rm {'--runtime nvidia' if target['kind'] == 'jetson' else '--gpus all'} "
-            '-v edgekd-engine:/app/engine -v "$PWD/data:/data" edgekd-model --npz /data/val.npz --bench',
+            f'-v edgekd-engine:{ENGINE_DIR} -v "$PWD/data:/data" edgekd-model --npz /data/val.npz --bench',
             "",
-            "The first start builds the engine into the `edgekd-engine` volume (a minute or more on a Jetson).",
+            f"The first start builds the engine into `{ENGINE_DIR}` (the image's `EDGEKD_ENGINE_DIR` and its "
+            "volume; here the `edgekd-engine` volume, a minute or more on a Jetson); later starts reuse it while the "
+            "GPU and TensorRT version stay the same. `... edgekd-model --build-engine` only builds it.",
         ]
     else:
         lines += [

@@ -5,6 +5,15 @@ Profiles are data files (``profiles/<name>.yaml``) validated by :class:`TargetPr
 """
 
 from edgekd.targets.profile import LATENCY_MODEL_FIELDS, NUMERIC_FIELDS, TargetProfile
-from edgekd.targets.registry import list_targets, load_target, target_names
+from edgekd.targets.registry import is_family, list_targets, load_target, resolve_target, target_names
 
-__all__ = ["LATENCY_MODEL_FIELDS", "NUMERIC_FIELDS", "TargetProfile", "list_targets", "load_target", "target_names"]
+__all__ = [
+    "LATENCY_MODEL_FIELDS",
+    "NUMERIC_FIELDS",
+    "TargetProfile",
+    "is_family",
+    "list_targets",
+    "load_target",
+    "resolve_target",
+    "target_names",
+]

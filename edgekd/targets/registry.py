@@ -17,6 +17,7 @@ import yaml
 from pydantic import ValidationError
 
 from edgekd.errors import EdgekdError
+from edgekd.targets.families import FAMILIES, resolve_family
 from edgekd.targets.profile import TargetProfile
 
 _PROFILE_SUFFIXES = (".yaml", ".yml")
@@ -93,13 +94,50 @@ def _looks_like_path(name: str) -> bool:
     return name.endswith(_PROFILE_SUFFIXES) or os.sep in name or "/" in name
 
 
+def is_current(profile: TargetProfile) -> bool:
+    """False for a Jetson module that JetPack 6 no longer supports (TX2, Nano, Xavier): suggestions list it last."""
+    if profile.kind != "jetson" or not profile.jetpack:
+        return True
+    return max(int(v.split(".")[0]) for v in profile.jetpack) >= 6
+
+
+def is_family(name: object) -> bool:
+    """True for ``jetson``, ``gpu`` and ``cpu``: "this kind of machine" (edgekd/targets/families.py)."""
+    return isinstance(name, str) and name.strip().lower() in FAMILIES
+
+
+def resolve_target(name: str | os.PathLike) -> tuple[TargetProfile, str | None]:
+    """``(profile, reason)``: ``reason`` says why a family name (``jetson``, ``gpu``, ``cpu``) became this
+    profile on this machine; None for a module name, an alias or a file, which name their profile."""
+    if is_family(name):
+        choice = resolve_family(str(name).strip().lower())
+        return _bundled()[choice.name], f"--target {str(name).strip().lower()} -> {choice.name}: {choice.reason}"
+    return load_target(name), None
+
+
+def _suggestions(key: str, candidates: list[str], n: int = 3) -> list[str]:
+    """The ``n`` names closest to ``key``, current modules first: a module JetPack 6 dropped loses a
+    quarter of its similarity, so it is suggested only when it is clearly what was typed (``jetson-tx``)."""
+    scored = []
+    for cand in candidates:
+        ratio = difflib.SequenceMatcher(None, key, cand).ratio()
+        legacy = cand not in FAMILIES and not is_current(_bundled()[canonical_name(cand) or cand])
+        score = ratio - (0.25 if legacy else 0.0)
+        if ratio >= 0.4:
+            scored.append((-score, cand))
+    return [cand for _, cand in sorted(scored)[:n]]
+
+
 def load_target(name: str | os.PathLike) -> TargetProfile:
     """Return the profile for a bundled target name (e.g. ``jetson-orin-nano``) or a YAML file path.
 
     Names and aliases are matched case-insensitively with ``_`` read as ``-`` (an alias gives the
-    profile of its canonical name, e.g. ``jetson-orin-nano`` -> ``jetson-orin-nano-8gb``). An unknown name raises an
-    ``EdgekdError`` listing close matches and the known names.
+    profile of its canonical name, e.g. ``jetson-orin-nano`` -> ``jetson-orin-nano-8gb``). A family
+    name (``jetson``, ``gpu``, ``cpu``) gives this machine's profile (see :func:`resolve_target`).
+    An unknown name raises an ``EdgekdError`` listing close matches, current modules first, and the known names.
     """
+    if is_family(name):
+        return resolve_target(name)[0]
     if isinstance(name, os.PathLike) or _looks_like_path(str(name)):
         path = Path(name)
         if not path.is_file():
@@ -119,9 +157,10 @@ def load_target(name: str | os.PathLike) -> TargetProfile:
     found = canonical_name(key)
     if found is not None:
         return profiles[found]
-    close = difflib.get_close_matches(key, list(profiles) + list(_aliases()), n=3, cutoff=0.5)
+    candidates = list(profiles) + list(_aliases()) + list(FAMILIES)
+    close = _suggestions(key, candidates)
     hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
     raise EdgekdError(
-        f"unknown target {str(name)!r}; {hint}known targets: {', '.join(target_names())} "
-        "(or pass the path of your own profile YAML)"
+        f"unknown target {str(name)!r}; {hint}known targets: {', '.join(target_names())}, or a family "
+        f"({', '.join(FAMILIES)}: this machine's, or a stated default), or the path of your own profile YAML"
     )

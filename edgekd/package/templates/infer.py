@@ -15,6 +15,7 @@ Written for Python 3.6+ (JetPack 4 ships 3.6): no newer syntax, no type-annotati
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -22,6 +23,9 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+# Where build_engine.sh and entrypoint.sh put the engine: $EDGEKD_ENGINE_DIR (the Dockerfile sets it to
+# its volume, /app/engine), else engine/ beside this file.
+ENGINE_DIR = Path(os.environ.get("EDGEKD_ENGINE_DIR") or HERE / "engine")
 
 
 def load_preprocess(path):
@@ -56,12 +60,42 @@ def read_images(paths, pre):
     return np.stack(out)
 
 
+def fail(message):
+    """A problem with the input: one line on stderr, exit code 2 (as edgekd's own errors)."""
+    print("infer.py: error: " + " ".join(str(message).split()), file=sys.stderr)
+    sys.exit(2)
+
+
 def read_npz(path, pre):
     """``x`` as uint8 (N, C, H, W) (accepts N,H,W / N,H,W,C / N,C,H,W; floats in [0, 1]) and ``y`` if present."""
+    import zipfile
+
     c = pre["shape"][0]
-    with np.load(path, allow_pickle=False) as data:
-        x = data["x"]
-        y = data["y"].astype(np.int64).reshape(-1) if "y" in data.files else None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if "x" not in data.files:
+                fail(
+                    "{}: no array x (it has: {}); save images as x (and labels as y)".format(
+                        path, ", ".join(data.files) or "none"
+                    )
+                )
+            x = data["x"]
+            y = data["y"] if "y" in data.files else None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        fail(
+            "cannot read {} as an .npz of numeric arrays ({}); save it with np.savez(path, x=uint8 images, "
+            "y=int labels), without object arrays".format(path, first)
+        )
+    for name, arr in (("x", x), ("y", y)):
+        if arr is not None and not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+            fail(
+                "{}: {} has dtype {}; expected numbers (x: uint8 pixels or floats in [0, 1], y: int labels)".format(
+                    path, name, arr.dtype
+                )
+            )
+    if y is not None:
+        y = y.astype(np.int64).reshape(-1)
     if x.dtype != np.uint8:
         x = np.clip(np.rint(x.astype(np.float64) * 255.0), 0, 255).astype(np.uint8)
     if x.ndim == 3:
@@ -69,7 +103,7 @@ def read_npz(path, pre):
     elif x.ndim == 4 and x.shape[1] != c and x.shape[-1] == c:
         x = x.transpose(0, 3, 1, 2)
     if x.ndim != 4 or tuple(x.shape[1:]) != tuple(pre["shape"]):
-        sys.exit(f"infer.py: {path}: x has shape {x.shape}, expected (N, {', '.join(map(str, pre['shape']))})")
+        fail(f"{path}: x has shape {x.shape}, expected (N, {', '.join(map(str, pre['shape']))})")
     return np.ascontiguousarray(x), y
 
 
@@ -274,7 +308,7 @@ def make_runner(args, manifest):
         if reason is None:
             return TensorRTRunner(engine)
         if args.runtime == "tensorrt":
-            sys.exit(f"infer.py: cannot use TensorRT: {reason}")
+            fail(f"cannot use TensorRT: {reason}")
         print(f"infer.py: using ONNX Runtime ({reason})", file=sys.stderr)
     return OnnxRuntimeRunner(HERE / (args.model or manifest["model"]["file"]), args.threads)
 
@@ -316,7 +350,7 @@ def main(argv=None):
     ap.add_argument("images", nargs="*", help="image files (png, jpg, ...)")
     ap.add_argument("--npz", help="an .npz with x (uint8 images) and optionally y (labels)")
     ap.add_argument("--model", help="ONNX file for ONNX Runtime (default: the bundle's model)")
-    ap.add_argument("--engine", default=str(HERE / "model.engine"), help="TensorRT engine built on this device")
+    ap.add_argument("--engine", default=str(ENGINE_DIR / "model.engine"), help="TensorRT engine built on this device")
     ap.add_argument("--runtime", choices=("auto", "tensorrt", "onnxruntime"), default="auto")
     ap.add_argument("--top-k", type=int, default=None, help="classes to print per image")
     ap.add_argument("--batch", type=int, default=32, help="batch size for inference and --bench throughput")
@@ -334,7 +368,10 @@ def main(argv=None):
         x, y = read_npz(args.npz, pre)
         names = [f"{args.npz}[{i}]" for i in range(x.shape[0])]
     elif args.images:
-        x, y, names = read_images(args.images, pre), None, list(args.images)
+        try:
+            x, y, names = read_images(args.images, pre), None, list(args.images)
+        except (OSError, ValueError) as err:  # a missing file, or not an image Pillow can read
+            fail(f"cannot read the image {getattr(err, 'filename', None) or ''} ({err}); pass png/jpg files")
     else:
         ap.error("give image files or --npz FILE")
     runner = make_runner(args, manifest)
