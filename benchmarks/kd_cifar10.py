@@ -141,6 +141,7 @@ def _config(budget: dict, epochs: int, ce_weight: float, methods: list[MethodCon
         schedule=budget["schedule"],
         ce_weight=ce_weight,
         methods=methods,
+        channels_last=False,  # NCHW fp32: the setting every recorded row of the table was trained in
         **extra,
     )
 

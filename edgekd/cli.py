@@ -134,7 +134,7 @@ PrecisionOpt = Annotated[
 ]
 ChannelsLastOpt = Annotated[
     bool | None,
-    typer.Option("--channels-last/--no-channels-last", help="NHWC memory format (default: on CUDA only)."),
+    typer.Option("--channels-last/--no-channels-last", help="NHWC memory format (default: on)."),
 ]
 CompileOpt = Annotated[bool, typer.Option("--compile", help="torch.compile student and teacher (off by default).")]
 
