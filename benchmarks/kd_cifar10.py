@@ -427,6 +427,27 @@ def _stats(values: list[float]) -> tuple[float, float]:
     return mean, (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+def _provenance(args, budget, teacher_info) -> list[str]:
+    """Lines that say how this table relates to the full one: a subset (``--results``), and a teacher
+    that differs from the one the recorded runs used (then none of them were reused)."""
+    lines = []
+    if args.results != "kd_cifar10":
+        lines.append(
+            f"A subset of the rows of `kd_cifar10.md` ({args.results}.md), run on its own; compare its rows with "
+            "each other, not with that table's."
+        )
+    prev = json.loads(PREVIOUS.read_text()) if PREVIOUS.is_file() else {}
+    prev_top1 = prev.get("teacher", {}).get("top1")
+    if prev.get("budget") == budget and prev_top1 is not None and prev_top1 != teacher_info.get("top1"):
+        lines.append(
+            f"The teacher was retrained for this run with the same command and seed on another machine and scored "
+            f"{100 * teacher_info['top1']:.2f}% (the recorded table's teacher: {100 * prev_top1:.2f}%), so no "
+            f"recorded run was reused: every row here, the vanilla and reference-setting rows included, ran "
+            "against this teacher."
+        )
+    return [*lines, ""] if lines else []
+
+
 def write_results(budget, teacher_info, runs, skipped, wall, args, data) -> None:
     host = host_description()
     n_train = len(data.train)
@@ -436,6 +457,7 @@ def write_results(budget, teacher_info, runs, skipped, wall, args, data) -> None
     lines = [
         "# Distillation methods on CIFAR-10 under one fixed CPU budget",
         "",
+        *_provenance(args, budget, teacher_info),
         f"Teacher {budget['teacher']} ({100 * teacher_info['top1']:.2f}% top-1, trained once for "
         f"{budget['teacher_epochs']} epochs), student {budget['student']} in every row; {budget['train_samples']} "
         f"training images (seeded stratified subset of the 50,000), evaluated on the {len(data.val)} CIFAR-10 test "
