@@ -121,7 +121,7 @@ PrecisionOpt = Annotated[
 
 ChannelsLastOpt = Annotated[
     bool | None,
-    typer.Option("--channels-last/--no-channels-last", help="NHWC memory format (default: on CUDA only)."),
+    typer.Option("--channels-last/--no-channels-last", help="NHWC memory format (default: on)."),
 ]
 
 
