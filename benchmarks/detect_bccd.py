@@ -55,36 +55,20 @@ def evaluate(model, data, imgsz: int) -> dict:
 
 
 def teacher(args, data):
-    path = (
-        ROOT
-        / "benchmarks"
-        / ".cache"
-        / f"detect_bccd_teacher_{args.teacher_arch}_{args.teacher_epochs}e_{args.imgsz}.pt"
-    )
+    """The teacher, trained once per recipe and cached in benchmarks/.cache/ (git-ignored)."""
+    recipe = {"arch": args.teacher_arch, "epochs": args.teacher_epochs, "lr": args.lr, "imgsz": args.imgsz}
+    path = ROOT / "benchmarks" / ".cache" / ("detect_bccd_teacher_{arch}_{epochs}e_{imgsz}.pt".format(**recipe))
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.is_file():
         model, _ = load_detector(path, arch=None, num_classes=data.num_classes, imgsz=args.imgsz)
-        return model, {"cached": str(path.name)}
+        return model, {**recipe, "cached": path.name}
     torch.manual_seed(0)
     model = build_detector(args.teacher_arch, data.num_classes, args.imgsz)
     t0 = time.perf_counter()
     train_detector(model, data, epochs=args.teacher_epochs, lr=args.lr, imgsz=args.imgsz, seed=0, log=_log)
-    recipe = {
-        "arch": args.teacher_arch,
-        "epochs": args.teacher_epochs,
-        "lr": args.lr,
-        "imgsz": args.imgsz,
-        "seconds": round(time.perf_counter() - t0, 1),
-    }
-    save_detector(
-        path,
-        model,
-        arch=args.teacher_arch,
-        names=data.names,
-        category_ids=data.category_ids,
-        imgsz=args.imgsz,
-        metrics=recipe,
-    )
+    recipe["seconds"] = round(time.perf_counter() - t0, 1)
+    names = {"names": data.names, "category_ids": data.category_ids}
+    save_detector(path, model, arch=args.teacher_arch, imgsz=args.imgsz, metrics=recipe, **names)
     return model, recipe
 
 
@@ -113,16 +97,8 @@ def main() -> None:
             torch.manual_seed(seed)
             student = build_detector(args.student, data.num_classes, args.imgsz)
             t0 = time.perf_counter()
-            train_detector(
-                student,
-                data,
-                epochs=args.epochs,
-                lr=args.lr,
-                imgsz=args.imgsz,
-                seed=seed,
-                teacher=t_model if ROWS[row] else None,
-                kd=ROWS[row] or None,
-            )
+            kd = {"teacher": t_model, "kd": ROWS[row]} if ROWS[row] else {}
+            train_detector(student, data, epochs=args.epochs, lr=args.lr, imgsz=args.imgsz, seed=seed, **kd)
             m = {**evaluate(student, data, args.imgsz), "seed": seed, "seconds": round(time.perf_counter() - t0, 1)}
             runs.setdefault(row, []).append(m)
             _log(f"{row} seed {seed}: mAP {m['map50_95']:.4f} ({m['seconds']:.0f} s)")

@@ -45,8 +45,10 @@ def models(
     task: Annotated[str, typer.Option("--task", help="classify (the default) or detect.")] = "classify",
     as_json: JsonOpt = False,
 ) -> None:
-    """List the architectures of a task: the classifier zoo (any torchvision classifier also works as
-    tv:NAME), or with --task detect the edge detectors and the torchvision detectors (tv:NAME)."""
+    """List a task's architectures: the classifier zoo by default, the detectors with --task detect.
+
+    Any torchvision classifier also works as tv:NAME; for detection, edgekd's edge detectors (edet_*) are the
+    students and torchvision's detectors (tv:NAME) the teachers."""
     from edgekd.models import count_parameters
     from edgekd.tasks import get_task
 

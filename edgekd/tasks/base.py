@@ -18,6 +18,7 @@ or folder here and one entry in ``edgekd/tasks/__init__.py``.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,8 +38,21 @@ class Task:
     name: str
     description: str
     metric: Metric
-    model_names: Any  # () -> list[str]: the students (and edgekd-built teachers) this task has
-    kd_methods: Any  # () -> list[str]: the distillation methods that apply to this task
+    models_from: str  # "module:function" -> list[str]: the students (and edgekd-built teachers) of this task
+    kd_methods_from: str  # "module:attribute", a function or a table: the distillation methods of this task
     matches_data: Any  # (data source) -> bool: the data is unambiguously this task's
     matches_teacher_arch: Any  # (arch name) -> bool: a teacher architecture of this task
     stage_overrides: dict[str, type[Stage]] = field(default_factory=dict)
+
+    def model_names(self) -> list[str]:
+        return list(_resolve(self.models_from)())
+
+    def kd_methods(self) -> list[str]:
+        found = _resolve(self.kd_methods_from)
+        return list(found() if callable(found) else found)
+
+
+def _resolve(reference: str) -> Any:
+    """``"package.module:name"`` -> the object (imported only when asked: detection imports torchvision)."""
+    module, _, name = reference.partition(":")
+    return getattr(importlib.import_module(module), name)

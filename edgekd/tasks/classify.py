@@ -9,25 +9,12 @@ from __future__ import annotations
 
 from edgekd.tasks.base import Metric, Task
 
-
-def _model_names() -> list[str]:
-    from edgekd.models.registry import list_models
-
-    return list_models()
-
-
-def _kd_methods() -> list[str]:
-    from edgekd.distill.methods import method_names
-
-    return method_names()
-
-
 CLASSIFY = Task(
     name="classify",
     description="image classification (top-1)",
     metric=Metric(key="top1", label="top-1"),
-    model_names=_model_names,
-    kd_methods=_kd_methods,
+    models_from="edgekd.models.registry:list_models",
+    kd_methods_from="edgekd.distill.methods:method_names",
     matches_data=lambda source: False,  # the default: anything detection does not claim
     matches_teacher_arch=lambda arch: False,
 )

@@ -3,10 +3,9 @@ validation mAP of a model or of its ONNX."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from edgekd.errors import EdgekdError
+from edgekd.stages.common import teacher_path
 from edgekd.tasks.detect.checkpoint import load_detector
 from edgekd.tasks.detect.data import load_detection_data
 from edgekd.tasks.detect.dataset import DetectionData
@@ -27,21 +26,12 @@ def detection_data(ctx_or_run, config) -> DetectionData:
     return run.memo("detect_data", load)
 
 
-def teacher_file(config) -> Path:
-    if not config.teacher.checkpoint:
-        raise EdgekdError("no teacher given; pass --teacher CKPT (train one with `edgekd train-teacher --task detect`)")
-    path = Path(config.teacher.checkpoint).expanduser()
-    if not path.is_file():
-        raise EdgekdError(f"teacher checkpoint {path} does not exist; check the path passed to --teacher")
-    return path
-
-
 def teacher_detector(run, config, data: DetectionData):
     arch = config.teacher.arch if isinstance(config.teacher.arch, str) else None
     return run.memo(
         "detect_teacher",
         lambda: load_detector(
-            teacher_file(config),
+            teacher_path(config),
             arch=arch,
             num_classes=data.num_classes,
             imgsz=config.detect.imgsz,

@@ -122,3 +122,7 @@ def describe(model: nn.Module) -> dict:
             "strides": None,
         }
     raise EdgekdError(f"{type(model).__name__} is not an edgekd detector; build it with build_detector")
+
+
+def detector_names() -> list[str]:
+    return list(DETECTOR_NAMES)

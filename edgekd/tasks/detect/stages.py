@@ -16,8 +16,9 @@ import torch
 from edgekd.errors import CheckFailed, EdgekdError
 from edgekd.io import atomic_write_json, atomic_write_text, sha256_file
 from edgekd.stage import Stage, StageContext, StageResult
+from edgekd.stages.common import teacher_path
 from edgekd.tasks.detect.checkpoint import load_detector, save_detector
-from edgekd.tasks.detect.common import _params, detection_data, evaluate_map, teacher_detector, teacher_file
+from edgekd.tasks.detect.common import _params, detection_data, evaluate_map, teacher_detector
 from edgekd.tasks.detect.export import OnnxDetector, export_detector_onnx
 from edgekd.tasks.detect.kd import applicable
 from edgekd.tasks.detect.models import build_detector
@@ -35,10 +36,10 @@ class DetectTeacherStage(Stage):
     config_keys = _KEYS
 
     def external_inputs(self, config, run):
-        return {"teacher_sha256": sha256_file(teacher_file(config)), "data": str(config.data.source)}
+        return {"teacher_sha256": sha256_file(teacher_path(config)), "data": str(config.data.source)}
 
     def check(self, config, run):
-        teacher_file(config)
+        teacher_path(config)
 
     def run(self, ctx: StageContext) -> StageResult:
         cfg = ctx.config
@@ -50,7 +51,7 @@ class DetectTeacherStage(Stage):
                 f"{data.counts.dropped} degenerate boxes dropped"
             )
         model, info = teacher_detector(ctx.run, cfg, data)
-        path = teacher_file(cfg)
+        path = teacher_path(cfg)
         m = evaluate_map(model, data, cfg)
         ctx.reporter.info(f"teacher: {info['arch']} mAP@[.5:.95] {m['map50_95']:.4f}, mAP@.5 {m['map50']:.4f}")
         atomic_write_json(

@@ -25,24 +25,12 @@ def matches_teacher_arch(arch: str) -> bool:
     return arch in DETECTOR_NAMES
 
 
-def _model_names() -> list[str]:
-    from edgekd.tasks.detect.models import DETECTOR_NAMES
-
-    return list(DETECTOR_NAMES)
-
-
-def _kd_methods() -> list[str]:
-    from edgekd.tasks.detect.kd import METHODS
-
-    return list(METHODS)
-
-
 DETECT = Task(
     name="detect",
     description="object detection (COCO mAP)",
     metric=Metric(key="map50_95", label="mAP@[.5:.95]"),
-    model_names=_model_names,
-    kd_methods=_kd_methods,
+    models_from="edgekd.tasks.detect.models:detector_names",
+    kd_methods_from="edgekd.tasks.detect.kd:METHODS",
     matches_data=matches_data,
     matches_teacher_arch=matches_teacher_arch,
     stage_overrides=STAGES,
