@@ -15,7 +15,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "edgekd"
 
 # Bottom to top. A room may import rooms of its own layer's lower neighbours only (any lower layer).
 LAYERS: list[set[str]] = [
-    {"edgekd", "errors", "io", "console", "host", "schema"},  # "edgekd": the package root (__version__)
+    {"errors"},  # the exception types: imported by everything, importing nothing (io raises StorageError)
+    {"edgekd", "io", "console", "host", "schema"},  # "edgekd": the package root (__version__)
     {"data", "models"},
     {"distill"},
     {"quant", "runtimes"},
