@@ -8,16 +8,8 @@ from typing import Annotated
 import typer
 
 from edgekd.cli.app import handles_errors
-from edgekd.cli.options import (
-    DeviceOpt,
-    MaxTrainSamplesOpt,
-    _overrides,
-    distill_options,
-    quantize_options,
-    run_options,
-    search_options,
-    takes,
-)
+from edgekd.cli.groups import _overrides, distill_options, quantize_options, run_options, search_options, takes
+from edgekd.cli.options import DeviceOpt, MaxTrainSamplesOpt
 from edgekd.cli.runs import _finish
 from edgekd.config import build_config, read_yaml
 from edgekd.console import Reporter

@@ -9,7 +9,8 @@ from typing import Annotated
 
 import typer
 
-from edgekd.cli.options import ThreadsOpt, _csv, gate_options
+from edgekd.cli.groups import _csv, gate_options
+from edgekd.cli.options import ThreadsOpt
 from edgekd.cli.runs import stage_command
 from edgekd.errors import EdgekdError
 

@@ -11,7 +11,8 @@ import typer
 from rich.table import Table
 
 from edgekd.cli.app import handles_errors, stdout
-from edgekd.cli.options import JsonOpt, QuietOpt, ThreadsOpt, _parse_shape
+from edgekd.cli.groups import _parse_shape
+from edgekd.cli.options import JsonOpt, QuietOpt, ThreadsOpt
 from edgekd.console import Reporter
 from edgekd.errors import EdgekdError
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekd.cli.app import handles_errors, stdout
-from edgekd.cli.options import Group, _overrides, stage_options, takes
+from edgekd.cli.groups import Group, _overrides, stage_options, takes
 from edgekd.console import Reporter
 
 

@@ -10,15 +10,8 @@ from typing import Annotated
 import typer
 
 from edgekd.cli.app import handles_errors, stdout
-from edgekd.cli.options import (
-    DeviceOpt,
-    JsonOpt,
-    MaxTrainSamplesOpt,
-    QuietOpt,
-    distill_options,
-    quantize_options,
-    search_options,
-)
+from edgekd.cli.groups import distill_options, quantize_options, search_options
+from edgekd.cli.options import DeviceOpt, JsonOpt, MaxTrainSamplesOpt, QuietOpt
 from edgekd.cli.runs import stage_command
 from edgekd.console import Reporter
 from edgekd.errors import EdgekdError
