@@ -25,8 +25,14 @@ done
 
 
 @pytest.fixture(scope="module")
-def bundle(int8_run) -> Path:
-    found = [p for p in (int8_run / "package").iterdir() if p.is_dir() and (p / "Dockerfile").is_file()]
+def bundle(int8_run, cli, tmp_path_factory) -> Path:
+    """The Jetson bundle, built in a copy of the shared run (tests/test_package.py rebuilds the shared
+    run's package for other targets, so its package folder depends on the order tests run in)."""
+    run = tmp_path_factory.mktemp("engine") / "run"
+    shutil.copytree(int8_run, run)
+    result = cli("package", run, "--target", "jetson-orin-nano", "--quiet")
+    assert result.exit_code == 0, result.output
+    found = [p for p in (run / "package").iterdir() if p.is_dir() and (p / "Dockerfile").is_file()]
     assert len(found) == 1, found
     return found[0]
 
