@@ -491,12 +491,16 @@ def write_results(budget, teacher_info, runs, skipped, wall, args, data) -> None
             f"Teacher check: the teacher is {100 * gap:+.2f} points over the vanilla student "
             + ("(clearly stronger)." if gap > 0.02 else "(NOT clearly stronger: distillation cannot be judged here).")
         )
-        helps = [n for n, g, s in verdicts if g > s]
-        no_help = [n for n, g, s in verdicts if g <= s]
-        lines.append(f"Beat the vanilla student by more than the seed spread: {', '.join(helps) or 'none'}.")
-        lines.append(
-            f"Did not help under this budget (gain within the seed spread, or a loss): {', '.join(no_help) or 'none'}."
-        )
+        if len(args.seeds) < 2:
+            lines.append("One seed: there is no seed spread to judge the gains against; each gain is a single run.")
+        else:
+            helps = [n for n, g, s in verdicts if g > s]
+            no_help = [n for n, g, s in verdicts if g <= s]
+            lines.append(f"Beat the vanilla student by more than the seed spread: {', '.join(helps) or 'none'}.")
+            lines.append(
+                "Did not help under this budget (gain within the seed spread, or a loss): "
+                f"{', '.join(no_help) or 'none'}."
+            )
     recorded = sorted({n for n, per_seed in complete.items() for r in per_seed.values() if r.get("recorded")})
     if recorded:
         lines.append(
