@@ -69,7 +69,7 @@ app = typer.Typer(
     name="edgekd",
     cls=Group,
     help=(
-        "Shrink a trained PyTorch classifier onto an edge device: distil a small student from it, "
+        "Shrink a trained PyTorch classifier or object detector onto an edge device: distil a small student from it, "
         "export it to ONNX, and measure accuracy and latency side by side with the teacher.\n\n"
         "Start with:  edgekd compress --teacher ckpt.pt --target jetson-orin-nano --data PATH"
     ),
