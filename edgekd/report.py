@@ -124,8 +124,13 @@ def build_report(run: RunDir, stale: list[str] | None = None) -> str:
 def _bench_and_package_block(run: RunDir, stages: dict[str, Any]) -> list[str]:
     """Issue 6: the accuracy/latency plot and the deployment bundle, when the run has them."""
     out: list[str] = []
-    if (run.path / "bench" / "accuracy_latency.png").is_file():
-        out += ["![accuracy vs latency](bench/accuracy_latency.png)", ""]
+    for png, caption in (
+        ("accuracy_latency.png", "accuracy vs latency"),
+        ("pr_curve.png", "precision-recall at IoU 0.5"),
+        ("detections.png", "validation images with the teacher's and the student's boxes"),
+    ):
+        if (run.path / "bench" / png).is_file():
+            out += [f"![{caption}](bench/{png})", ""]
     pkg = stages.get("package", {})
     m = pkg.get("metrics") or {}
     if pkg.get("status") == "done" and m.get("bundle"):

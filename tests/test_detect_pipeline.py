@@ -99,7 +99,10 @@ def test_compress_detect_writes_every_stage(quick_run):
     }
     parity = json.loads((detect_run / "export" / "parity.json").read_text())["student"]
     assert parity["passed"] and parity["map_diff"] <= 0.005
+    for png in ("pr_curve.png", "detections.png"):
+        assert (detect_run / "bench" / png).stat().st_size > 1000, png
     report = (detect_run / "report.md").read_text()
+    assert "![precision-recall at IoU 0.5](bench/pr_curve.png)" in report
     assert "mAP@[.5:.95]" in report and "INT8: skipped (INT8 for detectors" in report
     import onnx
 

@@ -47,7 +47,7 @@ def evaluate_map(model, data: DetectionData, config, runner=None) -> dict[str, A
         model, data.val, d.imgsz, batch_size=d.batch_size, conf=d.conf, iou=d.iou, max_det=d.max_det, runner=runner
     )
     m = coco_map(preds, data.val, data.names, data.category_ids)
-    return {"map50_95": m["mAP"], "map50": m["mAP50"], "per_class": m["per_class"]}
+    return {"map50_95": m["mAP"], "map50": m["mAP50"], "per_class": m["per_class"], "pr50": m["pr50"], "preds": preds}
 
 
 def _params(model) -> int:

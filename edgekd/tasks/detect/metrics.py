@@ -70,7 +70,7 @@ def coco_map(
     if len(predictions) != len(split):
         raise ValueError(f"{len(predictions)} predictions for {len(split)} images")
     results = results_json(predictions, split, category_ids)
-    empty = {"mAP": 0.0, "mAP50": 0.0, "mAP75": 0.0, "per_class": {n: 0.0 for n in names}}
+    empty = {"mAP": 0.0, "mAP50": 0.0, "mAP75": 0.0, "per_class": {n: 0.0 for n in names}, "pr50": {}}
     if not results:
         return empty
     with contextlib.redirect_stdout(io.StringIO()):
@@ -83,9 +83,17 @@ def coco_map(
         ev.accumulate()
         ev.summarize()
     precision = ev.eval["precision"]  # [T, R, K, area, maxDets]
-    per_class = {}
+    per_class, pr50 = {}, {}
     for k, cid in enumerate(ev.params.catIds):  # pycocotools orders classes by sorted category id
         name = names[category_ids.index(cid)]
         p = precision[:, :, k, 0, -1]
         per_class[name] = float(np.mean(p[p > -1])) if (p > -1).any() else None
-    return {"mAP": float(ev.stats[0]), "mAP50": float(ev.stats[1]), "mAP75": float(ev.stats[2]), "per_class": per_class}
+        # the precision-recall curve at IoU 0.5 (pycocotools' 101 recall points; -1: no detection there)
+        pr50[name] = [max(0.0, float(v)) for v in precision[0, :, k, 0, -1]]
+    return {
+        "mAP": float(ev.stats[0]),
+        "mAP50": float(ev.stats[1]),
+        "mAP75": float(ev.stats[2]),
+        "per_class": per_class,
+        "pr50": {"recall": [float(r) for r in ev.params.recThrs], **pr50} if pr50 else {},
+    }

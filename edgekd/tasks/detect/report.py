@@ -1,7 +1,8 @@
 """The detection bench: teacher and student side by side (mAP, mAP@.5, parameters, size, ONNX Runtime
 latency measured here, the target's modelled latency where the model supports it), and the gate on
 the mAP drop. Writes ``bench/results.json`` (``map50_95`` and ``map50`` for every model it scores),
-``results.md`` and ``junit.xml``.
+``results.md``, ``junit.xml``, ``pr_curve.png`` (precision-recall at IoU 0.5, per class, teacher and
+student) and ``detections.png`` (validation images with the teacher's and the student's boxes).
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from edgekd.bench.junit import junit_xml
 from edgekd.host import host_description, physical_cores
 from edgekd.io import atomic_write_json, atomic_write_text
 from edgekd.runtimes.onnxruntime.session import measure_latency
-from edgekd.tasks.detect.common import detection_data, evaluate_map
+from edgekd.tasks.detect.common import detection_data, evaluate_map, teacher_detector
 from edgekd.tasks.detect.export import OnnxDetector
+from edgekd.tasks.detect.plots import detections_grid, pr_curve_plot
 
 
 def _gate(results: dict[str, Any], max_drop_points: float | None) -> list[dict[str, Any]]:
@@ -43,6 +45,13 @@ def bench_results(ctx) -> dict[str, Any]:
     threads = cfg.bench.threads or physical_cores()
     ctx.reporter.info(f"bench: mAP of the student's ONNX in ONNX Runtime on {len(data.val)} validation images")
     onnx_m = evaluate_map(None, data, cfg, runner=OnnxDetector(onnx_path, threads=threads))
+    teacher_m = evaluate_map(teacher_detector(ctx.run, cfg, data)[0], data, cfg)
+    pr_curve_plot(
+        {"teacher (PyTorch)": teacher_m["pr50"], "student (ONNX Runtime)": onnx_m["pr50"]}, ctx.dir / "pr_curve.png"
+    )
+    detections_grid(
+        data.val, {"teacher": teacher_m["preds"], "student": onnx_m["preds"]}, data.names, ctx.dir / "detections.png"
+    )
     latency = {}
     for batch in (1, 8):
         ctx.reporter.info(f"bench: ONNX Runtime latency, batch {batch}")
