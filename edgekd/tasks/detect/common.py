@@ -52,3 +52,9 @@ def evaluate_map(model, data: DetectionData, config, runner=None) -> dict[str, A
 
 def _params(model) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def hflip_for(source) -> float:
+    """The horizontal-flip probability for a dataset: none for digits-detect (a mirrored digit is another
+    digit, or none), else 0.5."""
+    return 0.0 if str(source) == "digits-detect" else 0.5

@@ -18,17 +18,13 @@ from edgekd.io import atomic_write_json, atomic_write_text, sha256_file
 from edgekd.stage import Stage, StageContext, StageResult
 from edgekd.stages.common import teacher_path
 from edgekd.tasks.detect.checkpoint import load_detector, save_detector
-from edgekd.tasks.detect.common import _params, detection_data, evaluate_map, teacher_detector
+from edgekd.tasks.detect.common import _params, detection_data, evaluate_map, hflip_for, teacher_detector
 from edgekd.tasks.detect.export import OnnxDetector, export_detector_onnx
 from edgekd.tasks.detect.kd import applicable
 from edgekd.tasks.detect.models import build_detector
 from edgekd.tasks.detect.train import train_detector
 
 _KEYS = ("task", "teacher", "data", "seed", "detect")
-
-
-def _hflip(config) -> float:
-    return 0.0 if config.data.source == "digits-detect" else 0.5  # mirrored digits are other digits
 
 
 class DetectTeacherStage(Stage):
@@ -126,7 +122,7 @@ class DetectDistillStage(Stage):
             "batch_size": d.batch_size,
             "imgsz": d.imgsz,
             "seed": cfg.seed,
-            "hflip": _hflip(cfg),
+            "hflip": hflip_for(cfg.data.source),
         }
         terms = ", ".join(f"{w:g}*{k}" for k, w in kd.items()) or "none"
         ctx.reporter.info(

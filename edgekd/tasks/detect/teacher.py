@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from edgekd.tasks.detect.checkpoint import save_detector
+from edgekd.tasks.detect.common import hflip_for
 from edgekd.tasks.detect.data import load_detection_data
 from edgekd.tasks.detect.metrics import coco_map
 from edgekd.tasks.detect.models import build_detector
@@ -34,7 +35,7 @@ def train_teacher_file(
     model = build_detector(arch, dataset.num_classes, imgsz)
     if log:
         log(f"train-teacher: {arch} on {dataset.summary()}, {epochs} epochs at {imgsz}px")
-    hflip = 0.0 if data == "digits-detect" else 0.5  # mirrored digits are other digits
+    hflip = hflip_for(data)
     train_detector(
         model, dataset, epochs=epochs, lr=lr, batch_size=batch_size, imgsz=imgsz, seed=seed, hflip=hflip, log=log
     )
