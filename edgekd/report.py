@@ -80,6 +80,8 @@ def build_report(run: RunDir, stale: list[str] | None = None) -> str:
         if distill.get("baseline_val_map50_95") is not None:
             line += f", same student without KD {distill['baseline_val_map50_95']:.4f}"
         out += [line + ".", ""]
+        if distill.get("guard"):
+            out += [f"Teacher guard: {distill['guard']['verdict']}.", ""]
     elif distill:
         line = (
             f"Validation top-1 in PyTorch: teacher {_pct(teacher.get('val_top1'))}, distilled student "
@@ -133,7 +135,14 @@ def _bench_and_package_block(run: RunDir, stages: dict[str, Any]) -> list[str]:
             out += [f"![{caption}](bench/{png})", ""]
     pkg = stages.get("package", {})
     m = pkg.get("metrics") or {}
-    if pkg.get("status") == "done" and m.get("bundle"):
+    if pkg.get("status") == "done" and m.get("map50_95") is not None:  # a detector's bundle
+        out += [
+            f"Deployment bundle for {m['target']}: `package/{m['bundle']}/` ({m['model_file']}, {m['model_format']}; "
+            f"mAP@[.5:.95] {m['map50_95']:.4f} in ONNX Runtime; Docker base `{m.get('base_image')}`). "
+            "See its README.md.",
+            "",
+        ]
+    elif pkg.get("status") == "done" and m.get("bundle"):
         tar = f" and `{m['tarball']}`" if m.get("tarball") else ""
         out += [
             f"Deployment bundle for {m['target']}: `package/{m['bundle']}/`{tar} ({m['model_file']}, "

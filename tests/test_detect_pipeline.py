@@ -47,12 +47,12 @@ def teacher_file(tmp_path_factory) -> Path:
     return out
 
 
-def _compress(cli, teacher: Path, out: Path, epochs: int, samples: int) -> Path:
+def _compress(cli, teacher: Path, out: Path, epochs: int, samples: int, extra: tuple[str, ...] = ()) -> Path:
     result = cli(
         "compress", "--teacher", teacher, "--data", "digits-detect", "--target", "jetson-orin-nano",
         "--student", "edet_p", "--epochs", epochs, "--max-train-samples", samples, "--set", f"detect.imgsz={IMGSZ}",
         "--set", "detect.lr=0.004", "--set", "bench.runs=50", "--set", "bench.sessions=1",
-        "--set", "bench.throughput_runs=3", "--out", out, "--quiet",
+        "--set", "bench.throughput_runs=3", "--out", out, "--quiet", *extra,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     return out
@@ -64,7 +64,7 @@ def quick_run(cli, data, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("detquick")
     model = build_detector("edet_p", data.num_classes, IMGSZ)
     save_detector(folder / "t.pt", model, arch="edet_p", names=data.names, category_ids=data.category_ids, imgsz=IMGSZ)
-    return _compress(cli, folder / "t.pt", folder / "run", epochs=1, samples=32)
+    return _compress(cli, folder / "t.pt", folder / "run", epochs=1, samples=32, extra=("--baseline",))
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +99,9 @@ def test_compress_detect_writes_every_stage(quick_run):
     }
     parity = json.loads((detect_run / "export" / "parity.json").read_text())["student"]
     assert parity["passed"] and parity["map_diff"] <= 0.005
+    guard = manifest["stages"]["distill"]["metrics"]["guard"]  # an untrained teacher is not clearly better
+    assert guard["clearly_better"] is False and "not clearly better" in guard["verdict"]
+    assert "Teacher guard" in (detect_run / "report.md").read_text()
     for png in ("pr_curve.png", "detections.png"):
         assert (detect_run / "bench" / png).stat().st_size > 1000, png
     report = (detect_run / "report.md").read_text()

@@ -73,22 +73,24 @@ def verdict(results: dict[str, Any] | None, stages: dict[str, Any], run_dir: str
     max_drop = gates.get("max_accuracy_drop_points")
     drop_source = "bench.gates.max_accuracy_drop_points" if max_drop is not None else "edgekd default"
     max_drop = float(max_drop) if max_drop is not None else DEFAULT_MAX_DROP_POINTS
+    # the task's metric: top-1 for classifiers, mAP@[.5:.95] for detectors (results name it, edgekd/tasks/)
+    key, label = results.get("metric", "top1"), results.get("metric_label", "top-1")
     v = Verdict("ready")
-    v.thresholds.append(f"student within {_points(max_drop)} of the teacher's top-1 ({drop_source})")
+    v.thresholds.append(f"student within {_points(max_drop)} of the teacher's {label} ({drop_source})")
     v.thresholds.append(
-        f"each student model's top-1 in its runtime within {_points(DEFAULT_MAX_RUNTIME_GAP_POINTS)} of the same "
+        f"each student model's {label} in its runtime within {_points(DEFAULT_MAX_RUNTIME_GAP_POINTS)} of the same "
         "model in PyTorch (edgekd default)"
     )
     rows = results["models"]
-    teachers = {r["runtime"]: r for r in rows if r["model"] == "teacher" and r.get("top1") is not None}
-    teacher_pt = results.get("teacher_pytorch_top1")
-    students = [r for r in rows if r["model"] == "student" and r.get("top1") is not None]
+    teachers = {r["runtime"]: r for r in rows if r["model"] == "teacher" and r.get(key) is not None}
+    teacher_pt = results.get(f"teacher_pytorch_{key}")
+    students = [r for r in rows if r["model"] == "student" and r.get(key) is not None]
     worst = None
     for r in students:
-        ref = teachers.get(r["runtime"], {}).get("top1", teacher_pt)
+        ref = teachers.get(r["runtime"], {}).get(key, teacher_pt)
         if ref is None:
             continue
-        drop = 100 * (ref - r["top1"])
+        drop = 100 * (ref - r[key])
         if worst is None or drop > worst[0]:
             worst = (drop, r)
     if worst is not None:
@@ -100,14 +102,14 @@ def verdict(results: dict[str, Any] | None, stages: dict[str, Any], run_dir: str
             v.passed.append(f"the student is within {_pts(max(drop, 0.0))} points of the teacher ({what}, worst row)")
     gaps = []
     for r in students:
-        if r.get("pytorch_top1") is None:
+        if r.get(f"pytorch_{key}") is None:
             continue
-        gap = 100 * abs(r["top1"] - r["pytorch_top1"])
+        gap = 100 * abs(r[key] - r[f"pytorch_{key}"])
         gaps.append(gap)
         if gap > DEFAULT_MAX_RUNTIME_GAP_POINTS:
             v.problems.append(
-                f"student {r['format']} scores {_pts(100 * r['top1'])}% in {r['runtime']} but "
-                f"{_pts(100 * r['pytorch_top1'])}% in PyTorch, {_pts(gap)} points apart (limit "
+                f"student {r['format']} scores {_pts(100 * r[key])}% in {r['runtime']} but "
+                f"{_pts(100 * r[f'pytorch_{key}'])}% in PyTorch, {_pts(gap)} points apart (limit "
                 f"{DEFAULT_MAX_RUNTIME_GAP_POINTS:g}): the exported model does not behave as the trained one"
             )
     if gaps and max(gaps) <= DEFAULT_MAX_RUNTIME_GAP_POINTS:

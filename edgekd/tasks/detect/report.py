@@ -106,8 +106,12 @@ def bench_results(ctx) -> dict[str, Any]:
         "map_drop": teacher["val_map50_95"] - onnx_m["map50_95"],
         "student_p50_ms": latency["1"]["p50_ms"],
     }
+    rows[-1]["pytorch_map50_95"] = distill["val_map50_95"]  # the same student in PyTorch (the verdict's check)
     results: dict[str, Any] = {
         "task": "detect",
+        "metric": "map50_95",
+        "metric_label": "mAP@[.5:.95]",
+        "teacher_pytorch_map50_95": teacher["val_map50_95"],
         "host": host_description(),
         "target": cfg.target,
         "models": rows,

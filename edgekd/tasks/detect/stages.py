@@ -27,6 +27,27 @@ from edgekd.tasks.detect.train import train_detector
 _KEYS = ("task", "teacher", "data", "seed", "detect")
 
 
+def teacher_guard(teacher_map: float, alone_map: float, guard) -> dict[str, Any] | None:
+    """The teacher guard for detectors: is the teacher's mAP clearly above the student alone's (by
+    ``distill.guard.margin``)? Detection only warns (no fallback scheme yet); None with the guard off."""
+    if guard.mode == "off":
+        return None
+    better = teacher_map >= alone_map + guard.margin
+    verdict = (
+        f"teacher mAP@[.5:.95] {teacher_map:.4f} is {'clearly' if better else 'not clearly'} better than the "
+        f"student alone {alone_map:.4f} (the --baseline run; margin {guard.margin:g})"
+    )
+    if not better:
+        verdict += ": distilling from it may not help; train the teacher longer or choose a stronger one"
+    return {
+        "clearly_better": better,
+        "verdict": verdict,
+        "action": "warn",
+        "teacher_map50_95": teacher_map,
+        "student_alone_map50_95": alone_map,
+    }
+
+
 class DetectTeacherStage(Stage):
     name = "teacher"
     config_keys = _KEYS
@@ -150,6 +171,11 @@ class DetectDistillStage(Stage):
                 baseline_val_map50=b["map50"],
                 kd_gain=m["map50_95"] - b["map50_95"],
             )
+            guard = teacher_guard(ctx.upstream_metrics("teacher")["val_map50_95"], b["map50_95"], cfg.distill.guard)
+            if guard is not None:
+                metrics["guard"] = guard
+                if not guard["clearly_better"]:
+                    ctx.reporter.warn(f"distill: teacher guard: {guard['verdict']}")
         ctx.reporter.info(f"distill: student mAP@[.5:.95] {m['map50_95']:.4f}, mAP@.5 {m['map50']:.4f}")
         save_detector(
             ctx.dir / "student.pt",
