@@ -23,6 +23,7 @@ from edgekd.report import write_report
 from edgekd.rundir import RunDir, _now, library_versions
 from edgekd.stage import Stage, StageContext, StageResult
 from edgekd.stages import STAGES
+from edgekd.stages.common import teacher_path
 from edgekd.tasks import get_task, resolve_task
 
 ORDER = tuple(stage.name for stage in STAGES)
@@ -43,10 +44,6 @@ __all__ = [
     "run_stage",
     "run_stages_in",
 ]
-
-
-def registered_stages() -> list[str]:
-    return list(ORDER)
 
 
 class Runner:
@@ -198,16 +195,11 @@ def run_pipeline(
         )
 
 
-def _require_teacher(cfg: RunConfig) -> None:
-    if not cfg.teacher.checkpoint:
-        raise EdgekdError("no teacher given; pass --teacher CKPT (train one with `edgekd train-teacher`)")
-
-
 def default_run_dir(cfg: RunConfig, resume: bool) -> Path:
     """``runs/<teacher>-<target>`` numbered (``-2``, ``-3`` ...); with ``resume``, the newest existing one."""
     from edgekd.targets import load_target
 
-    _require_teacher(cfg)
+    teacher_path(cfg)
     load_target(cfg.target)
     base = f"{Path(cfg.teacher.checkpoint).stem}-{Path(cfg.target).stem}"
     root = Path("runs")
@@ -224,16 +216,14 @@ def compress(cfg: RunConfig, out: Path, *, resume: bool, reporter: Reporter, aft
     """Every stage of ``cfg`` (the search only without a given student) in the run directory ``out``,
     then ``after(run)`` (the CLI's summary and gate check) while the run is still locked. A user error
     before any stage finished leaves no half-made run directory behind."""
-    from edgekd.stages.common import teacher_path
     from edgekd.stages.search import search_active
     from edgekd.targets import resolve_target
 
-    _require_teacher(cfg)
+    teacher_path(cfg)
     cfg = resolve_task(cfg)
     profile, chosen = resolve_target(cfg.target)
     if chosen is not None:  # a family name: the run records the module it became, so a resume is the same run
         cfg = cfg.model_copy(update={"target": profile.name})
-    teacher_path(cfg)
     run = RunDir(out)
     run.check_free()  # a run in progress is named as such (pid, since), before any other complaint
     if run.exists() and not resume:
