@@ -311,18 +311,15 @@ def test_sensitivity_and_mixed_precision(calibrated, digits):
     _, qm = calibrated
     data, norm = digits
     device = torch.device("cpu")
-    sens = layer_sensitivity(qm, data.val, norm, device)
+    score = lambda: evaluate(qm, data.val, norm, device)["top1"]  # noqa: E731
+    sens = layer_sensitivity(qm, score)
     assert list(sens["layers"]) and set(sens["layers"]) == set(qm.layers)
     drops = list(sens["layers"].values())
     assert drops == sorted(drops, reverse=True)
     assert all(q.enabled for q in qm.layers.values())  # restored
-    easy = mixed_precision(
-        qm, data.val, norm, device, fp32_top1=sens["fp32_top1"], order=list(sens["layers"]), max_drop=1
-    )
+    easy = mixed_precision(qm, score, fp32=sens["fp32"], order=list(sens["layers"]), max_drop=1)
     assert easy["skipped"] == [] and easy["within_max_drop"]
-    strict = mixed_precision(
-        qm, data.val, norm, device, fp32_top1=sens["fp32_top1"] + 1, order=list(sens["layers"]), max_drop=0.0
-    )
+    strict = mixed_precision(qm, score, fp32=sens["fp32"] + 1, order=list(sens["layers"]), max_drop=0.0)
     assert strict["skipped"] == list(sens["layers"]) and not strict["within_max_drop"]
     qm.set_skipped([])
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ from onnx import TensorProto, helper, numpy_helper
 from edgekd.errors import EdgekdError
 from edgekd.export.fp16_fallback import cast_float_layers_to_fp16
 from edgekd.io import atomic_write
+from edgekd.quant.fakequant import INT32_MAX
 from edgekd.quant.graph import QuantizedModel
 from edgekd.runtimes.onnx_graph import prune_initializers
 from edgekd.runtimes.onnxruntime.int8_encoding import apply_encoding, choose_encoding, host_isa, u8s8_pair_bound
@@ -189,7 +191,9 @@ def to_cpu_flavour(trt_model: onnx.ModelProto) -> onnx.ModelProto:
         s_w = numpy_helper.to_array(inits[wdq.input[1]]).astype(np.float64).reshape(-1)
         bias = numpy_helper.to_array(inits[node.input[2]]).astype(np.float64)
         s_b = (s_in * s_w) * np.ones_like(bias)
-        q = np.clip(np.round(bias / s_b), -(2**31), 2**31 - 1).astype(np.int32)
+        if np.any(np.abs(bias / s_b) > INT32_MAX):  # does not fit int32: stays float, as in fake quant
+            continue
+        q = np.round(bias / s_b).astype(np.int32)
         new_nodes.append(_dequantized_constant(graph, node.input[2], q, s_b.astype(np.float32), "_int32", "_bias"))
         node.input[2] = node.input[2] + "_dq"
     _topological_insert(graph, new_nodes)
@@ -218,6 +222,7 @@ def export_int8(
     opset: int = 17,
     fp16_fallback: bool = True,
     cpu_isa: tuple[str, str] | None = None,
+    write_float: Callable[[QuantizedModel, Path], Any] | None = None,
 ) -> dict[str, Any]:
     """Write the TensorRT flavour to ``trt_path`` and (unless None) the CPU flavour to ``cpu_path``.
 
@@ -227,6 +232,10 @@ def export_int8(
 
     ``cpu_isa`` is (instruction-set class, its source) of the CPU that will run the CPU flavour; it
     decides how the flavour stores its weights (``cpu_encoding.choose_encoding``); None: this host.
+
+    ``write_float(qm, path)`` writes the float-weight Q/DQ ONNX of step 1 when the model needs more
+    than a one-input, one-output export (a detector with decode and NMS after ``qm``:
+    edgekd/tasks/detect/quantize.py); None: ``export_onnx`` with ``input_shape``.
     """
     from edgekd.export.onnx_export import export_onnx
 
@@ -240,7 +249,10 @@ def export_int8(
         with qm.biases_on_grid(), qm.float_weights(), warnings.catch_warnings():
             # the activation scales are Python floats on purpose: constants in the graph
             warnings.filterwarnings("ignore", message=r".*Converting a tensor to a Python float.*")
-            export_onnx(qm, float_path, input_shape=input_shape, opset=opset)
+            if write_float is not None:
+                write_float(qm, float_path)
+            else:
+                export_onnx(qm, float_path, input_shape=input_shape, opset=opset)
         model = onnx.load(str(float_path))
     finally:
         float_path.unlink(missing_ok=True)

@@ -9,7 +9,14 @@ Rules (REFERENCES.md, "Quantization for TensorRT"; NVIDIA's explicit-quantizatio
    scale, and its weight through a DequantizeLinear of a constant int8 initializer within
    [-127, 127] with per-channel scales on axis 0 (one per output channel);
 4. no Q/DQ on a bias (the bias input is a plain float initializer);
-5. no graph output is produced by a Q or DQ node.
+5. no graph output is produced by a Q or DQ node;
+6. a Concat with one quantized input has all its inputs quantized with one scale, so TensorRT can
+   move the Q/DQ across it and run it in INT8 (the CSP blocks and the PAN neck of a detector;
+   TensorRT's Q/DQ placement recommendations);
+7. an Add with one quantized input has all its (non-constant) inputs quantized, so TensorRT can fuse
+   the residual Add into the Conv before it;
+8. no Q/DQ after the last weighted layer: a tensor that no Conv/Gemm/MatMul reads downstream (a
+   detector's decode and NMS, or a classifier's output) stays in floating point.
 
 A Conv/Gemm/MatMul with a float weight is a layer kept out of INT8 (mixed precision; FP16 on
 TensorRT) and is reported in ``float_layers``, not as a violation.
@@ -60,6 +67,7 @@ def check_trt_rules(model: onnx.ModelProto | str | os.PathLike) -> dict[str, Any
         p = producers.get(name)
         if p is not None and p.op_type in ("QuantizeLinear", "DequantizeLinear"):
             violations.append(f"graph output {name} is produced by {p.op_type}")
+    violations += _placement_violations(graph, inits, producers)
     quantized, floats = 0, []
     for node in graph.node:
         if node.op_type not in WEIGHTED_OPS or len(node.input) < 2:
@@ -99,6 +107,55 @@ def check_trt_rules(model: onnx.ModelProto | str | os.PathLike) -> dict[str, Any
         "quantized_layers": quantized,
         "float_layers": floats,
     }
+
+
+def _dq_scale(node: onnx.NodeProto | None, inits: dict[str, onnx.TensorProto]) -> float | None:
+    """The per-tensor scale of a DequantizeLinear, None when ``node`` is not one (or not per tensor)."""
+    if node is None or node.op_type != "DequantizeLinear" or node.input[1] not in inits:
+        return None
+    scale = numpy_helper.to_array(inits[node.input[1]])
+    return float(scale.reshape(-1)[0]) if scale.size == 1 else None
+
+
+def _placement_violations(
+    graph: onnx.GraphProto, inits: dict[str, onnx.TensorProto], producers: dict[str, onnx.NodeProto]
+) -> list[str]:
+    """Rules 6-8 of the module docstring."""
+    violations: list[str] = []
+    for node in graph.node:
+        if node.op_type not in ("Concat", "Add"):
+            continue
+        inputs = [i for i in node.input if i and i not in inits]
+        dqs = [producers.get(i) for i in inputs]
+        quantized = [d is not None and d.op_type == "DequantizeLinear" for d in dqs]
+        if not any(quantized):
+            continue
+        if not all(quantized):
+            violations.append(f"{node.op_type} {node.name}: some inputs are quantized and some are not")
+        elif node.op_type == "Concat":
+            scales = {_dq_scale(d, inits) for d in dqs}
+            if len(scales) > 1 or None in scales:
+                violations.append(f"Concat {node.name}: its inputs are quantized with different scales")
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    feeds_layer: set[str] = set()  # first outputs of the nodes with a Conv/Gemm/MatMul downstream
+    stack = [n for n in graph.node if n.op_type in WEIGHTED_OPS]
+    while stack:
+        node = stack.pop()
+        for name in node.input:
+            p = producers.get(name)
+            if p is not None and p.output[0] not in feeds_layer:
+                feeds_layer.add(p.output[0])
+                stack.append(p)
+    for node in graph.node:
+        if node.op_type == "QuantizeLinear" and node.output[0] not in feeds_layer:
+            violations.append(
+                f"{node.name}: Q/DQ on {node.input[0]}, which no Conv/Gemm/MatMul reads downstream "
+                "(keep decode, NMS and outputs in floating point)"
+            )
+    return violations
 
 
 def assert_trt_rules(model: onnx.ModelProto | str | os.PathLike) -> dict[str, Any]:

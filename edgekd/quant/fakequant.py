@@ -24,6 +24,8 @@ from torch import nn
 
 from edgekd.quant.calibrate import Collector
 
+INT32_MAX = 2**31 - 1
+
 
 def weight_amax(weight: torch.Tensor) -> torch.Tensor:
     """Per-output-channel max |w| (axis 0), never zero."""
@@ -94,10 +96,16 @@ class QuantWeighted(nn.Module):
         self.input_point: tuple[ActQuant, ...] = ()  # a tuple, so that it is not a submodule
 
     def bias_scale(self) -> torch.Tensor | None:
-        """s_in * s_w per output channel, the bias's int32 grid; None when the bias stays float."""
+        """s_in * s_w per output channel, the bias's int32 grid; None when the bias stays float: the
+        layer is not quantized, or the bias does not fit int32 on that grid (a large bias after a
+        near-silent input, e.g. a detector's class prior -4.6 behind an untrained network), where the
+        CPU flavour keeps it float too (``int8_onnx.to_cpu_flavour``)."""
         if self.layer.bias is None or not self.enabled or not self.input_point or not self.input_point[0].enabled:
             return None
-        return self.input_point[0].scale * self.weight_scale()
+        scale = self.input_point[0].scale * self.weight_scale()
+        if bool((self.layer.bias.detach().abs() / scale > INT32_MAX).any()):
+            return None
+        return scale
 
     def weight_scale(self) -> torch.Tensor:
         """Per-output-channel weight scale, amax_c / qmax."""

@@ -3,13 +3,20 @@
 ``prepare_int8(model)`` returns a :class:`QuantizedModel`: a ``torch.fx`` copy of the model with
 every Conv-BN pair folded into one Conv (``torch.fx.experimental.optimization.fuse``), every
 Conv/Linear wrapped in :class:`QuantWeighted` (per-channel INT8 weights) and an :class:`ActQuant`
-right after every tensor that feeds a Conv, a Linear, an Add or an average pool.
+right after every tensor that feeds a Conv, a Linear, an Add, a Concat or an average pool.
 
 Why those points: TensorRT needs Q/DQ on the inputs of Conv/Gemm/MatMul; ONNX Runtime's fast CPU
 kernels (QLinearConv, QLinearAdd) also need the Conv outputs that go into a residual Add, and the Add
 itself, in the integer domain (its own ``quantize_static`` puts Q/DQ there). Quantizing each tensor
 once, where it is produced, models exactly what both exported flavours compute, so the PyTorch
 fake-quant model, the TensorRT flavour and the CPU flavour share one grid (export/int8_onnx.py).
+
+Concat (the CSP blocks and the PAN neck of a detector): every input is quantized, and all inputs and
+the Concat's own output share one scale (the largest calibrated amax of the group). That is
+TensorRT's placement recommendation for Concat: with equal input scales the Q/DQ commute with the
+Concat, which then runs in INT8 and is fused away (the producers write straight into its output),
+and re-quantizing its output on the same grid changes nothing. Unequal scales would force TensorRT
+to re-quantize (or run the Concat in higher precision); ``trt_rules`` checks that they are equal.
 
 A point is called by the tensor's producer (``act:<node>``); a layer by its module path. Mixed
 precision turns layers off (float weights); a point is turned off when every consumer of it is a
@@ -34,6 +41,7 @@ from edgekd.quant.fakequant import ActQuant, QuantWeighted
 WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Linear)
 POOLS = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AvgPool1d, nn.AvgPool2d)
 _ADD_FUNCS = (operator.add, operator.iadd, torch.add)
+_CAT_FUNCS = (torch.cat, torch.concat)
 _POOL_FUNCS = (F.adaptive_avg_pool2d, F.avg_pool2d, F.adaptive_avg_pool1d, F.avg_pool1d)
 _RELU_FUNCS = (F.relu, torch.relu, F.relu6)
 
@@ -41,15 +49,31 @@ _RELU_FUNCS = (F.relu, torch.relu, F.relu6)
 class QuantizedModel(nn.Module):
     """The BN-folded, traced model with its fake quantizers (see the module docstring)."""
 
-    def __init__(self, gm: fx.GraphModule, consumers: dict[str, list[str]], feeds_other: dict[str, bool]):
+    def __init__(
+        self,
+        gm: fx.GraphModule,
+        consumers: dict[str, list[str]],
+        feeds_other: dict[str, bool],
+        shared: list[list[str]] | None = None,
+    ):
         super().__init__()
         self.gm = gm
         self.consumers = consumers  # point -> the layers it feeds
-        self.feeds_other = feeds_other  # point -> it also feeds an Add or a pool
+        self.feeds_other = feeds_other  # point -> it also feeds an Add, a Concat or a pool
+        self.shared = shared or []  # groups of points that must share one scale (a Concat's inputs and output)
         self.skipped: list[str] = []
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor):
         return self.gm(x)
+
+    def share_scales(self, amax: dict[str, float]) -> dict[str, float]:
+        """``amax`` with every group of :attr:`shared` set to the group's largest value."""
+        out = dict(amax)
+        for group in self.shared:
+            top = max(out[p] for p in group)
+            for p in group:
+                out[p] = top
+        return out
 
     # -- the quantizers ----------------------------------------------------------------------
     @property
@@ -118,6 +142,7 @@ class QuantizedModel(nn.Module):
                 for n, q in self.layers.items()
             },
             "skipped": list(self.skipped),
+            "shared_scales": [list(g) for g in self.shared],
             "weight_bits": self.weight_bits,
         }
 
@@ -215,14 +240,15 @@ class QuantizedModel(nn.Module):
             return compute_amax(collectors[name], calibrator, percentile)
 
         if method != "auto":
+            table = self.share_scales({n: amax(n, method) for n in points})
             for n, p in points.items():
-                p.amax.fill_(amax(n, method))
+                p.amax.fill_(table[n])
             return {"images": seen, "method": method, "amax": {n: float(p.amax) for n, p in points.items()}}
         if score is None:
             raise ValueError("calibrator 'auto' needs a score function to choose with")
         tables, scores = {}, {}
         for candidate in CALIBRATORS:
-            tables[candidate] = {n: amax(n, candidate) for n in points}
+            tables[candidate] = self.share_scales({n: amax(n, candidate) for n in points})
             for n, p in points.items():
                 p.amax.fill_(tables[candidate][n])
             scores[candidate] = float(score())
@@ -241,7 +267,7 @@ def _is_relu(gm: fx.GraphModule, node: fx.Node) -> bool:
 
 
 def _kind(gm: fx.GraphModule, node: fx.Node) -> str | None:
-    """'layer', 'add' or 'pool' for the consumers that want quantized inputs; None otherwise."""
+    """'layer', 'add', 'concat' or 'pool' for the consumers that want quantized inputs; None otherwise."""
     if node.op == "call_module":
         mod = gm.get_submodule(node.target)
         if isinstance(mod, (QuantWeighted, *WEIGHTED)):
@@ -251,6 +277,8 @@ def _kind(gm: fx.GraphModule, node: fx.Node) -> str | None:
     elif node.op == "call_function":
         if node.target in _ADD_FUNCS:
             return "add"
+        if node.target in _CAT_FUNCS:
+            return "concat"
         if node.target in _POOL_FUNCS:
             return "pool"
     elif node.op == "call_method" and node.target in ("add", "add_"):
@@ -308,6 +336,7 @@ def prepare_int8(model: nn.Module) -> QuantizedModel:
         feeds_other[name] = any(_kind(gm, u) != "layer" for u in users)
     layers = {m.name: m for m in gm.modules() if isinstance(m, QuantWeighted)}
     points = {m.point: m for m in gm.modules() if isinstance(m, ActQuant)}
+    shared = _concat_groups(gm)
     for point, users in consumers.items():
         for layer in users:
             layers[layer].input_point = (points[point],)
@@ -317,4 +346,37 @@ def prepare_int8(model: nn.Module) -> QuantizedModel:
         )
     graph.lint()
     gm.recompile()
-    return QuantizedModel(gm, consumers, feeds_other)
+    return QuantizedModel(gm, consumers, feeds_other, shared)
+
+
+def _concat_groups(gm: fx.GraphModule) -> list[list[str]]:
+    """The points that must share a scale: each Concat's quantized inputs and its output's quantizer,
+    merged where a point belongs to two Concats (union-find)."""
+
+    def point_of(node: fx.Node) -> str | None:
+        if node.op == "call_module" and isinstance(gm.get_submodule(node.target), ActQuant):
+            return gm.get_submodule(node.target).point
+        return None
+
+    parent: dict[str, str] = {}
+
+    def find(p: str) -> str:
+        while parent.setdefault(p, p) != p:
+            p = parent[p]
+        return p
+
+    for node in gm.graph.nodes:
+        if _kind(gm, node) != "concat":
+            continue
+        inputs = node.args[0] if node.args else node.kwargs.get("tensors", [])
+        members = [point_of(n) for n in inputs if isinstance(n, fx.Node)]
+        members += [point_of(u) for u in node.users]
+        members = [m for m in members if m is not None]
+        for m in members[1:]:
+            parent[find(m)] = find(members[0])
+        if members:
+            find(members[0])
+    groups: dict[str, list[str]] = {}
+    for p in parent:
+        groups.setdefault(find(p), []).append(p)
+    return [sorted(g) for g in groups.values() if len(g) > 1]

@@ -136,7 +136,9 @@ class QuantizeStage(Stage):
         }
         sensitivity = None
         if q.sensitivity or q.max_drop is not None:
-            sensitivity = layer_sensitivity(qm, sens_split, norm, device)
+            sensitivity = layer_sensitivity(
+                qm, lambda: evaluate(qm, sens_split, norm, device)["top1"], samples=len(sens_split)
+            )
             top = next(iter(sensitivity["layers"].items()))
             ctx.reporter.info(f"quantize: most sensitive layer {top[0]} (top-1 -{100 * top[1]:.2f} points alone)")
 
@@ -197,15 +199,13 @@ class QuantizeStage(Stage):
         if q.max_drop is not None and sensitivity is not None and 100 * (fp32_top1 - int8_top1) > q.max_drop:
             mp = mixed_precision(
                 qm,
-                data.val,
-                norm,
-                device,
-                fp32_top1=fp32_top1,
+                lambda: evaluate(qm, data.val, norm, device)["top1"],
+                fp32=fp32_top1,
                 order=list(sensitivity["layers"]),
                 max_drop=q.max_drop / 100,
             )
             metrics["mixed_precision"] = mp
-            int8_top1 = mp["top1"]
+            int8_top1 = mp["score"]
             ctx.reporter.info(f"quantize: kept {len(mp['skipped'])} layer(s) in float to stay within --max-drop")
         metrics.update(
             val_top1=int8_top1,

@@ -139,3 +139,10 @@ class EdgeDetector(nn.Module):
 
     def spec(self) -> dict:
         return {"arch": self.name, "num_classes": self.num_classes, "reg_max": self.reg_max}
+
+
+def is_edge_detector(model: nn.Module) -> bool:
+    """True for an edgekd dense detector: an :class:`EdgeDetector`, or a module that behaves as one
+    (``family == "edet"``, ``strides``, ``reg_max``, ``forward -> {"feats", "cls", "reg"}``), such
+    as its INT8 fake-quant copy (``edgekd.tasks.detect.quantize.QuantizedDetector``)."""
+    return getattr(model, "family", None) == "edet"

@@ -36,8 +36,9 @@ from torch import nn
 
 from edgekd.errors import EdgekdError
 from edgekd.io import atomic_write
+from edgekd.runtimes.onnxruntime.int8_encoding import host_model_source
 from edgekd.tasks.detect.decode import decode
-from edgekd.tasks.detect.edge_detector import EdgeDetector
+from edgekd.tasks.detect.edge_detector import EdgeDetector, is_edge_detector
 from edgekd.tasks.detect.nms import EfficientNMSOutputs
 from edgekd.tasks.detect.predict import padded_to_list
 
@@ -70,7 +71,7 @@ def export_detector_onnx(
     dynamic_batch: bool = True,
 ) -> Path:
     """Write ``model`` (an ``edet_*``) as ONNX at ``path`` (atomically); see the module docstring."""
-    if not isinstance(model, EdgeDetector):
+    if not is_edge_detector(model):
         raise EdgekdError(
             f"ONNX export with NMS supports edgekd's edge detectors (edet_*), not "
             f"{getattr(model, 'name', type(model).__name__)}; distil into an edet_* student first"
@@ -111,7 +112,9 @@ class OnnxDetector:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(path), opts, providers=providers or ["CPUExecutionProvider"])
+        # an INT8 CPU flavour runs exactly on any host (its U8U8 re-encoding where U8S8 would saturate)
+        source = host_model_source(path)
+        self.session = ort.InferenceSession(source, opts, providers=providers or ["CPUExecutionProvider"])
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     def run(self, images: torch.Tensor) -> dict:

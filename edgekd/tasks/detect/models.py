@@ -20,7 +20,7 @@ import torchvision
 from torch import nn
 
 from edgekd.errors import EdgekdError
-from edgekd.tasks.detect.edge_detector import SIZES, EdgeDetector
+from edgekd.tasks.detect.edge_detector import SIZES, EdgeDetector, is_edge_detector
 
 # torchvision builder -> (family, head kind, background class in the labels)
 TV_DETECTORS: dict[str, tuple[str, str, bool]] = {
@@ -103,7 +103,7 @@ def build_detector(name: str, num_classes: int, imgsz: int = 320) -> nn.Module:
 
 def describe(model: nn.Module) -> dict:
     """What KD needs to know about a detector: name, family, head kind, DFL bins, classes."""
-    if isinstance(model, EdgeDetector):
+    if is_edge_detector(model):
         return {
             "name": model.name,
             "family": "edet",

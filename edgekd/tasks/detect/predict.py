@@ -12,7 +12,7 @@ from torch import nn
 
 from edgekd.tasks.detect.dataset import DetectionSplit
 from edgekd.tasks.detect.decode import decode
-from edgekd.tasks.detect.edge_detector import EdgeDetector
+from edgekd.tasks.detect.edge_detector import is_edge_detector
 from edgekd.tasks.detect.nms import EfficientNMSOutputs
 from edgekd.tasks.detect.transforms import iterate_batches, unletterbox
 
@@ -39,7 +39,7 @@ def detect_batch(
     model: nn.Module, images: torch.Tensor, conf: float = CONF, iou: float = IOU, max_det: int = MAX_DET
 ) -> list[dict[str, torch.Tensor]]:
     """Detections for a batch of letterboxed images (boxes in the batch's pixels)."""
-    if isinstance(model, EdgeDetector):
+    if is_edge_detector(model):
         scores, boxes = decode(model(images), model.strides, model.reg_max)
         return padded_to_list(*EfficientNMSOutputs(max_det, iou, conf)(boxes, scores))
     return model.detect(images, conf, iou, max_det)

@@ -1,10 +1,11 @@
-"""The stages that differ for detection: teacher, distill, export, bench and package on detectors.
+"""The stages that differ for detection: teacher, distill, quantize, export, bench and package on detectors.
 
 They run in the same run directory, manifest and resume as classification's stages, and write the
-same kinds of files (``teacher/teacher.json``, ``distill/student.pt``, ``export/model_fp32.onnx`` with
-NMS inside, ``bench/results.json`` with ``map50_95`` and ``map50`` for every model it scores, a
-``package/`` bundle whose ``infer.py`` draws boxes and writes COCO-style JSON). Search and INT8 for
-detectors are issue 18: those two stages record that they were skipped and why.
+same kinds of files (``teacher/teacher.json``, ``distill/student.pt``, ``quantize/student_int8.pt``
+(edgekd/tasks/detect/int8_stages.py), ``export/model_fp32.onnx`` and the INT8 flavours with NMS
+inside, ``bench/results.json`` with ``map50_95`` and ``map50`` for every model it scores, a
+``package/`` bundle whose ``infer.py`` draws boxes and writes COCO-style JSON). The search for
+detectors is issue 18: that stage records that it was skipped and why.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from edgekd.stages.common import teacher_path
 from edgekd.tasks.detect.checkpoint import load_detector, save_detector
 from edgekd.tasks.detect.common import _params, detection_data, evaluate_map, hflip_for, teacher_detector
 from edgekd.tasks.detect.export import OnnxDetector, export_detector_onnx
+from edgekd.tasks.detect.int8_stages import DetectQuantizeStage, export_int8_detector
 from edgekd.tasks.detect.kd import applicable
 from edgekd.tasks.detect.models import build_detector
 from edgekd.tasks.detect.train import train_detector
@@ -113,11 +115,6 @@ class _Skipped(Stage):
 class DetectSearchStage(_Skipped):
     name = "search"
     reason = "the student search for detectors is not built yet (issue 18); the student is --student or detect.student"
-
-
-class DetectQuantizeStage(_Skipped):
-    name = "quantize"
-    reason = "INT8 for detectors is not built yet (issue 18); the detector is exported in FP32 with NMS"
 
 
 class DetectDistillStage(Stage):
@@ -222,13 +219,16 @@ class DetectExportStage(Stage):
                 "passed": diff <= d.parity_max_map_diff,
             }
         }
+        int8 = export_int8_detector(ctx, data, nms, parity)
         atomic_write_json(ctx.dir / "parity.json", parity)
+        profile = load_target(cfg.target)
         script = build_engine_script(
-            "model_fp32.onnx",
-            load_target(cfg.target),
+            "model_int8.onnx" if int8["int8"] else "model_fp32.onnx",
+            profile,
             input_name="images",
             input_shape=(3, d.imgsz, d.imgsz),
-            int8=False,
+            int8=int8["int8"],
+            fp16=profile.precision != "fp32",
         )
         atomic_write_text(ctx.dir / "build_engine.sh", script)
         (ctx.dir / "build_engine.sh").chmod(0o755)
@@ -247,7 +247,7 @@ class DetectExportStage(Stage):
                 "nms": nms,
                 "parity_map_diff": diff,
                 "student_onnx_map50_95": onnx_m["map50_95"],
-                "int8": False,
+                **int8,
             }
         )
 

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from edgekd.tasks.detect.dataset import DetectionData
-from edgekd.tasks.detect.edge_detector import EdgeDetector
+from edgekd.tasks.detect.edge_detector import is_edge_detector
 from edgekd.tasks.detect.loss import assign, dense_predictions, detection_loss
 from edgekd.tasks.detect.transforms import iterate_batches
 
@@ -74,7 +74,7 @@ def train_detector(
                 break
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, total, lr, warmup)
-            if isinstance(model, EdgeDetector):
+            if is_edge_detector(model):
                 out = model(batch.images)
                 dense = dense_predictions(out, model.strides, model.reg_max)
                 assignment = assign(dense, batch.targets)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from edgekd.errors import EdgekdError
-from edgekd.tasks.detect.edge_detector import EdgeDetector
+from edgekd.tasks.detect.edge_detector import is_edge_detector
 from edgekd.tasks.detect.kd.methods import METHODS, KDContext, PairInfo
 from edgekd.tasks.detect.loss import dense_predictions
 from edgekd.tasks.detect.models import describe
@@ -129,7 +129,7 @@ class Distiller(nn.Module):
         teacher = self.teacher[0]
         kinds = {m.kind for m in self.methods.values()}
         with torch.no_grad():
-            if isinstance(teacher, EdgeDetector):
+            if is_edge_detector(teacher):
                 t_out = teacher(images)
                 t_feats = t_out["feats"]
                 t_dense = dense_predictions(t_out, teacher.strides, teacher.reg_max) if "response" in kinds else None

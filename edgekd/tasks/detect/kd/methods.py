@@ -65,6 +65,11 @@ class FeatureMethod(KDMethod):
         self.adapters = nn.ModuleList(
             [nn.Conv2d(pair.student_channels[s], pair.teacher_channels[t], 1) for s, t, _ in pair.matched]
         )
+        if options.get("identity_adapter"):  # same widths (a network and its INT8 copy): start at the identity
+            for a in self.adapters:
+                if a.in_channels == a.out_channels:
+                    nn.init.dirac_(a.weight)
+                    nn.init.zeros_(a.bias)
 
     def levels(self, ctx: KDContext):
         for adapter, (s, t, stride) in zip(self.adapters, self.pair.matched, strict=True):
