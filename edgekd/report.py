@@ -228,28 +228,32 @@ def _int8_section(run: RunDir, stages: dict[str, Any]) -> list[str]:
     if q.get("mode") == "off":
         why = q["reason"] if q.get("skipped") else "--no-quantize"  # a task that has no INT8 yet says why
         return [f"INT8: skipped ({why}); the student is exported in FP32.", ""]
-    out = ["## INT8", "", "| model | top-1 (PyTorch, validation) | ONNX file | bytes |", "|---|---:|---|---:|"]
+    metric = q.get("metric", "top1")  # "map50_95" for detectors
+    label = "mAP@[.5:.95]" if metric == "map50_95" else "top-1"
+
+    def value(key: str) -> str:
+        v = q.get(f"{key}_{metric}")
+        return _pct(v) if metric == "top1" else ("-" if v is None else f"{v:.4f}")
+
+    out = ["## INT8", "", f"| model | {label} (PyTorch, validation) | ONNX file | bytes |", "|---|---:|---|---:|"]
     export = run.path / "export"
 
     def size(name: str) -> str:
         p = export / name
         return f"{p.stat().st_size:,}" if p.is_file() else "-"
 
-    out.append(f"| student FP32 | {_pct(q.get('fp32_val_top1'))} | model_fp32.onnx | {size('model_fp32.onnx')} |")
+    out.append(f"| student FP32 | {value('fp32_val')} | model_fp32.onnx | {size('model_fp32.onnx')} |")
     out.append(
         f"| student INT8 ({q.get('mode')}, {q.get('calibrator')} calibration"
-        f"{' chosen by auto' if q.get('calibrator_setting') == 'auto' else ''}) | {_pct(q.get('val_top1'))} | "
+        f"{' chosen by auto' if q.get('calibrator_setting') == 'auto' else ''}) | {value('val')} | "
         f"model_int8_cpu.onnx (ONNX Runtime CPU) | {size('model_int8_cpu.onnx')} |"
     )
     out.append(f"| same, TensorRT flavour | | model_int8.onnx | {size('model_int8.onnx')} |")
     out.append("")
-    line = (
-        f"INT8 top-1 {-q.get('drop_points', 0):+.2f} points against FP32 (calibration alone: "
-        f"{_pct(q.get('ptq_val_top1'))}"
-    )
-    if q.get("qat_val_top1") is not None:
+    line = f"INT8 {label} {-q.get('drop_points', 0):+.2f} points against FP32 (calibration alone: {value('ptq_val')}"
+    if q.get(f"qat_val_{metric}") is not None:
         kept = "QAT" if q.get("selected") == "qat" else "the calibrated weights, since QAT did not beat them"
-        line += f"; after QAT: {_pct(q['qat_val_top1'])}; kept {kept}"
+        line += f"; after QAT: {value('qat_val')}; kept {kept}"
     line += f"); {q.get('quantized_layers')} of {q.get('layers')} layers in INT8"
     if q.get("float_layers"):
         line += f", kept in float (FP16 on TensorRT) to stay within {q.get('max_drop_points')} points: " + ", ".join(
@@ -257,7 +261,15 @@ def _int8_section(run: RunDir, stages: dict[str, Any]) -> list[str]:
         )
     out += [line + ".", ""]
     parity = _read_json(export / "parity.json") or {}
-    if parity.get("student_int8_cpu"):
+    if parity.get("student_int8_cpu", {}).get("map50_95_onnx") is not None:
+        cpu, trt = parity["student_int8_cpu"], parity["student_int8_trt"]
+        out += [
+            f"INT8 parity on {cpu['samples']} validation images ({label} in ONNX Runtime, NMS inside): cpu flavour "
+            f"{cpu['map50_95_onnx']:.4f}, TensorRT flavour {trt['map50_95_onnx']:.4f}, fake quant "
+            f"{cpu['map50_95_fake_quant']:.4f}. Build a TensorRT engine on the target with `export/build_engine.sh`.",
+            "",
+        ]
+    elif parity.get("student_int8_cpu"):
         out += [
             f"INT8 parity on {parity['student_int8_cpu']['samples']} validation images (top-1 agreement): fake quant "
             f"vs cpu flavour {100 * parity['student_int8_cpu']['top1_agreement']:.2f}%, vs TensorRT flavour "

@@ -150,18 +150,75 @@ def _non_negative(producer: onnx.NodeProto | None, inits: dict[str, onnx.TensorP
     """True when ``producer``'s output cannot be negative (ReLU, or Clip with a min >= 0)."""
     if producer is None:
         return False
-    if producer.op_type == "Relu":
+    if producer.op_type in ("Relu", "Sigmoid"):
         return True
     if producer.op_type == "Clip" and len(producer.input) > 1 and producer.input[1] in inits:
         return _scalar(inits, producer.input[1]) >= 0
     return False
 
 
-def to_cpu_flavour(trt_model: onnx.ModelProto) -> onnx.ModelProto:
-    """The CPU flavour of a TensorRT-flavour model: uint8 activations, int32 biases (module docstring)."""
+def _quantize_silu_inputs(graph: onnx.GraphProto, conv_outputs: dict[str, float]) -> None:
+    """Q/DQ (int8, zero point 0; made uint8 by the caller) on the output of each Conv named in
+    ``conv_outputs`` (node -> scale), which goes into a SiLU, and on that SiLU's Sigmoid (scale 1/255
+    on [0, 1]), so that ONNX Runtime fuses QLinearConv, QLinearSigmoid and QLinearMul
+    (edgekd/quant/graph.py, "SiLU")."""
+    if not conv_outputs:
+        return
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    after: dict[str, list[onnx.NodeProto]] = {}  # node output -> the Q/DQ to place right after it
+
+    def qdq(tensor: str, scale: float, users: list[onnx.NodeProto]) -> list[onnx.NodeProto]:
+        base = f"{tensor}_cpu"
+        graph.initializer.extend(
+            [
+                numpy_helper.from_array(np.array(scale, dtype=np.float32), base + "_scale"),
+                numpy_helper.from_array(np.array(0, dtype=np.int8), base + "_zero_point"),
+            ]
+        )
+        for user in users:
+            for i, name in enumerate(user.input):
+                if name == tensor:
+                    user.input[i] = base + "_dq"
+        return [
+            helper.make_node(
+                "QuantizeLinear", [tensor, base + "_scale", base + "_zero_point"], [base + "_q"], name=base + "_Q"
+            ),
+            helper.make_node(
+                "DequantizeLinear",
+                [base + "_q", base + "_scale", base + "_zero_point"],
+                [base + "_dq"],
+                name=base + "_DQ",
+            ),
+        ]
+
+    for node in graph.node:
+        if node.op_type != "Conv" or node.name not in conv_outputs:
+            continue
+        out = node.output[0]
+        users = consumers.get(out, [])
+        if not users or any(u.op_type not in ("Sigmoid", "Mul") for u in users):
+            continue
+        after[out] = qdq(out, conv_outputs[node.name], users)
+        for sig in (u for u in users if u.op_type == "Sigmoid"):
+            after[sig.output[0]] = qdq(sig.output[0], 1.0 / 255.0, consumers.get(sig.output[0], []))
+    ordered = []
+    for node in graph.node:
+        ordered.append(node)
+        ordered.extend(after.get(node.output[0], []) if node.output else [])
+    del graph.node[:]
+    graph.node.extend(ordered)
+
+
+def to_cpu_flavour(trt_model: onnx.ModelProto, conv_outputs: dict[str, float] | None = None) -> onnx.ModelProto:
+    """The CPU flavour of a TensorRT-flavour model: uint8 activations, int32 biases (module docstring),
+    and Q/DQ on the Conv outputs named in ``conv_outputs`` that go into a SiLU."""
     model = onnx.ModelProto()
     model.CopyFrom(trt_model)
     graph = model.graph
+    _quantize_silu_inputs(graph, conv_outputs or {})
     inits = _inits(graph)
     producers = _producers(graph)
     consumers: dict[str, list[onnx.NodeProto]] = {}
@@ -262,7 +319,9 @@ def export_int8(
     missing = sorted(set(enabled) - set(matched.values()))
     if missing:
         raise EdgekdError(f"the INT8 export found no ONNX node for the layers {missing}; report this model")
-    cpu = to_cpu_flavour(model) if cpu_path is not None else None  # float layers stay FP32 on the CPU
+    cpu_scales = qm.cpu_output_scales()
+    conv_outputs = {node: cpu_scales[layer] for node, layer in matched.items() if layer in cpu_scales}
+    cpu = to_cpu_flavour(model, conv_outputs) if cpu_path is not None else None  # float layers stay FP32 there
     fp16 = cast_float_layers_to_fp16(model) if fp16_fallback else []
     _save(model, trt_path)
     info: dict[str, Any] = {

@@ -47,10 +47,13 @@ class ActQuant(nn.Module):
     identity (a layer left in floating point by the mixed-precision search).
     """
 
-    def __init__(self, point: str, non_negative: bool = False):
+    def __init__(self, point: str, non_negative: bool = False, cpu_only: bool = False):
         super().__init__()
         self.point = point
         self.non_negative = non_negative  # produced by a ReLU: the CPU flavour uses uint8 zero point 0
+        # calibrated but never applied here: a Conv output in front of a SiLU, quantized in the CPU
+        # flavour only (edgekd/quant/graph.py, "SiLU")
+        self.cpu_only = cpu_only
         self.enabled = True
         self.collector: Collector | None = None
         self.register_buffer("amax", torch.tensor(1.0))
@@ -63,7 +66,7 @@ class ActQuant(nn.Module):
         if self.collector is not None:
             self.collector.update(x.detach())
             return x
-        if not self.enabled:
+        if not self.enabled or self.cpu_only:
             return x
         return torch.fake_quantize_per_tensor_affine(x, self.scale, 0, -128, 127)
 
