@@ -64,7 +64,8 @@ def quick_run(cli, data, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("detquick")
     model = build_detector("edet_p", data.num_classes, IMGSZ)
     save_detector(folder / "t.pt", model, arch="edet_p", names=data.names, category_ids=data.category_ids, imgsz=IMGSZ)
-    return _compress(cli, folder / "t.pt", folder / "run", epochs=1, samples=32, extra=("--baseline",))
+    quick_int8 = ("--set", "quantize.calibrator=max", "--set", "quantize.sensitivity=false", "--max-drop", "100")
+    return _compress(cli, folder / "t.pt", folder / "run", epochs=1, samples=32, extra=("--baseline", *quick_int8))
 
 
 @pytest.fixture(scope="module")
@@ -106,11 +107,18 @@ def test_compress_detect_writes_every_stage(quick_run):
         assert (detect_run / "bench" / png).stat().st_size > 1000, png
     report = (detect_run / "report.md").read_text()
     assert "![precision-recall at IoU 0.5](bench/pr_curve.png)" in report
-    assert "mAP@[.5:.95]" in report and "INT8: skipped (INT8 for detectors" in report
+    assert "mAP@[.5:.95]" in report and "## INT8" in report and "INT8 mAP@[.5:.95]" in report
     import onnx
 
-    outputs = [o.name for o in onnx.load(str(detect_run / "export" / "model_fp32.onnx")).graph.output]
-    assert outputs == ["num_dets", "det_boxes", "det_scores", "det_classes"]
+    for name in ("model_fp32.onnx", "model_int8.onnx", "model_int8_cpu.onnx"):
+        outputs = [o.name for o in onnx.load(str(detect_run / "export" / name)).graph.output]
+        assert outputs == ["num_dets", "det_boxes", "det_scores", "det_classes"], name
+    quantize = json.loads((detect_run / "quantize" / "metrics.json").read_text())
+    assert {"fp32_val_map50_95", "ptq_val_map50_95", "qat_val_map50_95", "val_map50_95"} <= set(quantize)
+    int8 = json.loads((detect_run / "export" / "int8.json").read_text())
+    assert int8["trt_rules"]["passed"] and int8["trt_rules"]["quantized_layers"] == 68
+    assert json.loads((detect_run / "export" / "parity.json").read_text())["student_int8_cpu"]["passed"]
+    assert "model_int8.onnx" in (detect_run / "export" / "build_engine.sh").read_text()
 
 
 @pytest.mark.slow

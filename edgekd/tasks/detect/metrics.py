@@ -97,3 +97,53 @@ def coco_map(
         "per_class": per_class,
         "pr50": {"recall": [float(r) for r in ev.params.recThrs], **pr50} if pr50 else {},
     }
+
+
+def bootstrap_map(
+    predictions: list[dict[str, torch.Tensor]],
+    split: DetectionSplit,
+    names: list[str],
+    category_ids: list[int],
+    *,
+    resamples: int = 200,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict:
+    """A percentile bootstrap interval of mAP@[.5:.95] over the split's images (Efron & Tibshirani 1993).
+
+    Each resample draws ``len(split)`` images with replacement; a drawn image keeps its ground truth
+    and its detections under a new image id, and COCOeval scores the resample as it scores the split.
+    Returns ``{"low", "high", "level", "resamples", "samples"}``: the ``(1 - level) / 2`` and
+    ``(1 + level) / 2`` quantiles of the resampled mAPs."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    gt = coco_ground_truth(split, names, category_ids)
+    dets = results_json(predictions, split, category_ids)
+    anns_by, dets_by = {}, {}
+    for a in gt["annotations"]:
+        anns_by.setdefault(a["image_id"], []).append(a)
+    for d in dets:
+        dets_by.setdefault(d["image_id"], []).append(d)
+    rng = np.random.default_rng(seed)
+    n, values = len(split), []
+    for _ in range(resamples):
+        images, anns, res = [], [], []
+        for new, old in enumerate(rng.integers(1, n + 1, size=n).tolist(), start=1):
+            images.append({**gt["images"][old - 1], "id": new})
+            anns += [{**a, "id": len(anns) + k + 1, "image_id": new} for k, a in enumerate(anns_by.get(old, []))]
+            res += [{**d, "image_id": new} for d in dets_by.get(old, [])]
+        if not res:
+            values.append(0.0)
+            continue
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco = COCO()
+            coco.dataset = {"images": images, "annotations": anns, "categories": gt["categories"]}
+            coco.createIndex()
+            ev = COCOeval(coco, coco.loadRes(res), iouType="bbox")
+            ev.evaluate()
+            ev.accumulate()
+            ev.summarize()
+        values.append(max(0.0, float(ev.stats[0])))
+    low, high = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
+    return {"low": float(low), "high": float(high), "level": level, "resamples": resamples, "samples": n}
