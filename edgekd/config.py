@@ -55,6 +55,7 @@ class DataConfig(_Strict):
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     max_train_samples: int | None = Field(None, ge=1)
     image_size: int | None = Field(None, ge=8)  # ImageFolder only; default from the teacher or 224
+    bad_images: Literal["fail", "skip"] = "fail"  # ImageFolder: an undecodable image stops the run, or is left out
     augment: AugmentConfig = AugmentConfig()
     num_workers: int = Field(0, ge=0)
 

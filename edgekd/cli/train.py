@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -108,6 +108,13 @@ def train_teacher(
     image_size: Annotated[
         int | None, typer.Option("--image-size", help="Resize images to this side (ImageFolder default 224).")
     ] = None,
+    bad_images: Annotated[
+        Literal["fail", "skip"],
+        typer.Option(
+            "--bad-images",
+            help="ImageFolder: stop on an image that cannot be decoded (fail), or leave such images out (skip).",
+        ),
+    ] = "fail",
     device: DeviceOpt = None,
     task: Annotated[
         str, typer.Option("--task", help="classify, detect, or auto (detect for COCO/YOLO data and digits-detect).")
@@ -124,7 +131,7 @@ def train_teacher(
     import torch
 
     from edgekd.config import DataConfig, TeacherTrainConfig
-    from edgekd.data import augment_kwargs, compute_normalization, load_data
+    from edgekd.data import augment_kwargs, compute_normalization, load_data, skipped_note
     from edgekd.distill.trainer import TrainSetup, resolve_device, train
     from edgekd.models import create_model
     from edgekd.models.checkpoint import save_model
@@ -156,8 +163,15 @@ def train_teacher(
     cfg = TeacherTrainConfig(epochs=epochs, lr=lr or 0.05, batch_size=batch_size)
     data_cfg = DataConfig(source=data, max_train_samples=max_train_samples, image_size=image_size)
     bundle = load_data(
-        data, val_fraction=data_cfg.val_fraction, seed=seed, max_train_samples=max_train_samples, image_size=image_size
+        data,
+        val_fraction=data_cfg.val_fraction,
+        seed=seed,
+        max_train_samples=max_train_samples,
+        image_size=image_size,
+        bad_images=bad_images,
     )
+    if bundle.skipped:
+        reporter.warn(skipped_note(bundle.skipped))
     norm = compute_normalization(bundle.train)
     torch.manual_seed(seed)
     model = create_model(arch, num_classes=len(bundle.classes), in_channels=bundle.input_shape[0])

@@ -9,6 +9,7 @@ on ``(seed, epoch)``, so training is reproducible and resumable.
 from edgekd.data.augment import augment_batch, augment_kwargs, default_hflip
 from edgekd.data.batches import BatchIterator
 from edgekd.data.bundle import DataBundle, Split
+from edgekd.data.image_folder import skipped_note
 from edgekd.data.load import load_data
 from edgekd.data.normalization import Normalization, compute_normalization
 
@@ -22,4 +23,5 @@ __all__ = [
     "compute_normalization",
     "default_hflip",
     "load_data",
+    "skipped_note",
 ]

@@ -42,6 +42,7 @@ class DataBundle:
     input_shape: tuple[int, int, int]  # (C, H, W)
     fingerprint: str  # sha256 of the source content + split settings (for caching and resume)
     val_source: str  # e.g. "test.npz" or "20% of train, stratified, seed 0"
+    skipped: list[str] = field(default_factory=list)  # unreadable images left out (data.bad_images=skip)
 
 
 @dataclass
@@ -55,3 +56,4 @@ class LoadedSource:
     classes: list[str]
     val_source: str
     content: list[Any] = field(default_factory=list)  # JSON-able items that identify the content
+    skipped: list[str] = field(default_factory=list)  # unreadable images left out (data.bad_images=skip)

@@ -14,7 +14,7 @@ from pathlib import Path
 from edgekd.data.bundle import DataBundle, LoadedSource, Split
 from edgekd.data.digits import load_digits_source
 from edgekd.data.fingerprint import data_fingerprint
-from edgekd.data.image_folder import is_image_folder, load_image_folder_source
+from edgekd.data.image_folder import BadImages, is_image_folder, load_image_folder_source
 from edgekd.data.npz_folder import is_npz_folder, load_npz_source
 from edgekd.data.resize import resize_images
 from edgekd.data.splits import subset_indices, take
@@ -36,7 +36,9 @@ def load_data(
     seed: int = 0,
     max_train_samples: int | None = None,
     image_size: int | None = None,
+    bad_images: BadImages = "fail",
 ) -> DataBundle:
+    """``bad_images`` (ImageFolder): "fail" on the first image PIL cannot decode, or "skip" such images."""
     if not 0.0 < val_fraction < 1.0:
         raise EdgekdError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}")
     if max_train_samples is not None and max_train_samples < 1:
@@ -44,7 +46,7 @@ def load_data(
     if image_size is not None and image_size < 1:
         raise EdgekdError(f"image_size must be a positive number of pixels (or unset), got {image_size}")
 
-    source = _load_source(str(spec), val_fraction=val_fraction, seed=seed, image_size=image_size)
+    source = _load_source(str(spec), val_fraction=val_fraction, seed=seed, image_size=image_size, bad_images=bad_images)
     train, val = source.train, source.val
     if len(train) == 0 or len(val) == 0:
         raise EdgekdError(f"data {source.name} gave an empty train or validation split; add images")
@@ -67,10 +69,13 @@ def load_data(
         input_shape=_input_shape(train),
         fingerprint=data_fingerprint(source, settings),
         val_source=source.val_source,
+        skipped=source.skipped,
     )
 
 
-def _load_source(spec: str, *, val_fraction: float, seed: int, image_size: int | None) -> LoadedSource:
+def _load_source(
+    spec: str, *, val_fraction: float, seed: int, image_size: int | None, bad_images: BadImages
+) -> LoadedSource:
     if spec in NAMED_SOURCES:
         return NAMED_SOURCES[spec](val_fraction=val_fraction, seed=seed)
     path = Path(spec).expanduser()
@@ -82,7 +87,9 @@ def _load_source(spec: str, *, val_fraction: float, seed: int, image_size: int |
     if is_npz_folder(root):
         return load_npz_source(root, val_fraction=val_fraction, seed=seed)
     if is_image_folder(root):
-        return load_image_folder_source(root, val_fraction=val_fraction, seed=seed, image_size=image_size)
+        return load_image_folder_source(
+            root, val_fraction=val_fraction, seed=seed, image_size=image_size, bad_images=bad_images
+        )
     raise EdgekdError(f"data folder {root} holds neither .npz files nor class subfolders of images; {ACCEPTED}")
 
 

@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from edgekd.config import RunConfig
-from edgekd.data import DataBundle, Normalization, compute_normalization, load_data
+from edgekd.console import Reporter
+from edgekd.data import DataBundle, Normalization, compute_normalization, load_data, skipped_note
 from edgekd.errors import EdgekdError
 from edgekd.io import sha256_file
 from edgekd.models.checkpoint import LoadedModel, load_model_file
@@ -75,9 +76,16 @@ def load_run_data(run: RunDir, config: RunConfig) -> DataBundle:
             seed=config.seed,
             max_train_samples=config.data.max_train_samples,
             image_size=config.data.image_size or (int(shape[-1]) if shape else None),
+            bad_images=config.data.bad_images,
         )
 
-    return run.memo("data", load)
+    def load_and_say() -> DataBundle:
+        data = load()
+        if data.skipped:  # once per process: the bundle is memoised
+            Reporter().warn(skipped_note(data.skipped))
+        return data
+
+    return run.memo("data", load_and_say)
 
 
 def probe_logits(model: nn.Module, shape: tuple[int, ...], what: str, fix: str) -> torch.Tensor:

@@ -67,6 +67,7 @@ class TeacherStage(Stage):
                 "train_samples": len(data.train),
                 "val_samples": len(data.val),
                 "val_source": data.val_source,
+                "skipped_images": len(data.skipped),
             },
         }
         atomic_write_json(ctx.dir / "teacher.json", info)
