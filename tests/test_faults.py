@@ -8,6 +8,10 @@ Every case runs the real CLI in a child process on digits, with the search on (s
   verify, no temp file may be left, and no NNI process may outlive the run.
 - **Ctrl-C chain**: the same with SIGINT sent to the foreground process group: exit 130, a message
   saying how to resume, nothing half-written (no temp file, the manifest parses, finished stages verify).
+- **NNI's training service** (``search.engine nni-local``: a manager and trial processes): kill -9,
+  then Ctrl-C, while a trial process trains, ``--resume`` after each: no NNI process of the run may be
+  left at any point (the manager dies with edgekd: edgekd.nas.manager), and the finished run must
+  equal an uninterrupted nni-local run with the same seed.
 - **full disk**: `--out` on a small tmpfs (where the test may mount one, else a patched writer in
   process): exit 2, one line naming the disk, no temp file left.
 
@@ -111,22 +115,33 @@ def _outcome(out: Path) -> dict:
     }
 
 
-def _nni_processes(since: float) -> list[str]:
-    """NNI processes (its manager, trial runners) started after ``since`` that are still alive."""
-    found = []
-    boot = time.time() - float(Path("/proc/uptime").read_text().split()[0])
-    tick = os.sysconf("SC_CLK_TCK")
+def _nni_processes(out: Path) -> list[str]:
+    """NNI processes of the run in ``out`` (its manager, its trial processes) still alive: their command
+    line, working folder or environment names the run folder (other NNI users on this machine do not)."""
+    found, mark = [], str(out.resolve()).encode()
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit() or int(proc.name) == os.getpid():
             continue
         try:
-            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            started = boot + int((proc / "stat").read_text().rsplit(")", 1)[1].split()[19]) / tick
-        except (OSError, IndexError, ValueError):
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ")
+            if b"nni" not in cmd.lower() or b"pytest" in cmd:
+                continue
+            if (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                continue  # dead, not yet reaped
+            where = cmd + os.readlink(proc / "cwd").encode() + (proc / "environ").read_bytes()
+        except (OSError, IndexError):
             continue
-        if "nni" in cmd.lower() and started >= since - 1 and "pytest" not in cmd:
-            found.append(f"{proc.name}: {cmd[:120]}")
+        if mark in where:
+            found.append(f"{proc.name}: {cmd.decode(errors='replace')[:120]}")
     return found
+
+
+def _no_nni_processes(out: Path, within: float = 20.0) -> list[str]:
+    """[] once no NNI process of the run is left (waiting up to ``within`` s for them to stop), else them."""
+    deadline = time.monotonic() + within
+    while (left := _nni_processes(out)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return left
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +164,8 @@ def _write_summary(path: Path, cases: list[dict]) -> None:
         f"cores, {host['os']}.",
         "Command: `EDGEKD_FAULTS_RESULTS=benchmarks/results/faults.md pytest -m slow tests/test_faults.py`.",
         "Digits, teacher cnn_medium, search on (3 trials), 2 distill epochs, QAT; seed 0; kill points seeded "
-        f"({SEED}).",
+        f"({SEED}). The nni-local rows run the search on NNI's training service (its manager and one trial "
+        "process at a time) and compare with an uninterrupted nni-local run.",
         "",
         "| case | signal sent in | landed in | exit | resumed run equals uninterrupted | artifacts verified | "
         "temp files left | note |",
@@ -179,7 +195,6 @@ def reference(tmp_path_factory, digits_teacher) -> dict:
 def _chain(tmp_path, teacher, sig: int, summary: list, reference: dict, label: str) -> None:
     out = tmp_path / "run"
     rng = random.Random(SEED + sig)
-    since = time.time()
     problems = []
     for stage in STAGES:
         extra = ("--resume",) if (out / "manifest.json").is_file() else ()
@@ -218,7 +233,7 @@ def _chain(tmp_path, teacher, sig: int, summary: list, reference: dict, label: s
     verified = _verified(out)
     final["verified"] = "yes" if all(verified.values()) and len(verified) == len(STAGES) else f"no: {verified}"
     final["temp_files"] = len(_temp_files(out))
-    left = _nni_processes(since)
+    left = _no_nni_processes(out)
     final["note"] = "no NNI process left" if not left else f"NNI processes left: {left}"
     final["ok"] = outcome == reference and final["verified"] == "yes" and not left and not final["temp_files"]
     summary.append(final)
@@ -271,3 +286,89 @@ def test_full_disk_is_one_line_and_leaves_no_temp_file(tmp_path, digits_teacher,
     finally:
         if mounted.returncode == 0:
             subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+# --- the search on NNI's training service (search.engine nni-local): a manager and trial processes ---
+
+
+def _nni_local(port: int) -> tuple[str, ...]:
+    return ("--set", "search.engine=nni-local", "--set", "search.concurrency=1", "--set", f"search.port={port}")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _in_a_trial(proc: subprocess.Popen, out: Path, delay: float, sig: int) -> tuple[str, str]:
+    """Wait until one of the run's NNI trial processes runs, then ``delay`` s, then send ``sig`` (SIGINT
+    to edgekd's process group, as a terminal does; NNI's manager has a group of its own)."""
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline and proc.poll() is None:
+        if any("training_service trial" in p for p in _nni_processes(out)):
+            break
+        time.sleep(0.05)
+    time.sleep(delay)
+    trials = [p for p in _nni_processes(out) if "training_service trial" in p]
+    landed = "a search trial" if trials and _stage_status(out).get("search") == "running" else "elsewhere"
+    if proc.poll() is None and sig == signal.SIGINT:
+        os.killpg(proc.pid, signal.SIGINT)
+    elif proc.poll() is None:
+        proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)  # NNI's processes hold no copy of edgekd's pipes open
+    return landed, err
+
+
+def test_nni_local_search_killed_or_interrupted_leaves_no_manager_and_resumes_equal(
+    tmp_path_factory, digits_teacher, summary
+):
+    """kill -9, then Ctrl-C, each while an NNI trial process trains; --resume after each: no NNI process
+    left at any point, and the finished run equals an uninterrupted one with the same seed."""
+    rng = random.Random(SEED)
+    reference_out = tmp_path_factory.mktemp("nni_reference") / "run"
+    proc = _start(digits_teacher, reference_out, *_nni_local(_free_port()))
+    _, err = proc.communicate(timeout=1800)
+    assert proc.returncode == 0, err
+    reference = _outcome(reference_out)
+
+    out = tmp_path_factory.mktemp("nni_faults") / "run"
+    problems = []
+    for label, sig in (("kill -9 (nni-local search)", signal.SIGKILL), ("Ctrl-C (nni-local search)", signal.SIGINT)):
+        extra = ("--resume",) if (out / "manifest.json").is_file() else ()
+        proc = _start(digits_teacher, out, *_nni_local(_free_port()), *extra)
+        delay = round(rng.uniform(0.0, 1.0), 3)
+        landed, err = _in_a_trial(proc, out, delay, sig)
+        left = _no_nni_processes(out)
+        verified = _verified(out)
+        case = {"case": label, "stage": f"search trial (+{delay} s)", "landed": landed, "exit": proc.returncode}
+        case["temp_files"] = len(_temp_files(out))
+        case["verified"] = "yes" if all(verified.values()) else f"no: {verified}"
+        case["note"] = "no NNI process left" if not left else f"NNI processes left: {left}"
+        ok = landed == "a search trial" and not left and all(verified.values())
+        if sig == signal.SIGINT:
+            said = "--resume" in err and "Traceback" not in err
+            case["note"] += "; says how to resume" if said else f"; stderr: {err.strip().splitlines()[-1:]}"
+            ok = ok and said and proc.returncode == 130 and not case["temp_files"]
+        else:
+            ok = ok and proc.returncode == -signal.SIGKILL
+        case["ok"] = ok
+        summary.append(case)
+        if not ok:
+            problems.append(case)
+    proc = _start(digits_teacher, out, *_nni_local(_free_port()), "--resume")
+    _, err = proc.communicate(timeout=1800)
+    assert proc.returncode == 0, err
+    outcome = _outcome(out)
+    left = _no_nni_processes(out)
+    final = {"case": "nni-local: final --resume", "exit": proc.returncode, "temp_files": len(_temp_files(out))}
+    final["equal"] = "yes" if outcome == reference else f"no: {outcome} vs {reference}"
+    verified = _verified(out)
+    final["verified"] = "yes" if all(verified.values()) and len(verified) == len(STAGES) else f"no: {verified}"
+    final["note"] = "no NNI process left" if not left else f"NNI processes left: {left}"
+    final["ok"] = outcome == reference and final["verified"] == "yes" and not left and not final["temp_files"]
+    summary.append(final)
+    assert not problems, problems
+    assert final["ok"], final

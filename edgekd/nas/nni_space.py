@@ -26,6 +26,7 @@ else (space, evaluator, strategy, journal) is unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
 from collections.abc import Callable
@@ -247,20 +248,31 @@ def run_experiment(
     exp.config.experiment_working_directory = str(workdir)
     if engine == "sequential":
         exp.config.execution_engine = SequentialEngineConfig()
-        exp.run()
+        if exp.run() is None:
+            raise KeyboardInterrupt  # NNI stops the experiment on Ctrl-C and returns None
+        exp.stop()
     else:
+        from nni.experiment import launcher
         from nni.experiment.config import LocalConfig
+
+        from edgekd.nas.manager import ManagerLauncher, stop_stale_manager
 
         exp.config.execution_engine = TrainingServiceEngineConfig()
         exp.config.trial_concurrency = concurrency
         exp.config.training_service = training_service or LocalConfig(use_active_gpu=False)
+        stale = stop_stale_manager(workdir)
         if on_warning is not None:
+            if stale:
+                on_warning(stale)
             on_warning(
                 f"starting NNI's manager (a web server on port {port}, listening on ALL network interfaces) for "
                 f"{concurrency} parallel trials; stop it with Ctrl-C; use the default sequential engine to avoid it"
             )
+        manager, popen = ManagerLauncher(workdir), launcher.Popen
+        launcher.Popen = manager  # NNI's launcher starts the manager with it: the manager dies with this process
         try:
-            exp.run(port=port, wait_completion=True)
+            if exp.run(port=port, wait_completion=True) is None:
+                raise KeyboardInterrupt  # NNI stops the experiment on Ctrl-C and returns None
         except Exception as exc:  # noqa: BLE001 - NNI's manager failing to start is the user's setup to fix
             from edgekd.errors import EdgekdError
 
@@ -269,4 +281,8 @@ def run_experiment(
                 f"NNI's training service failed ({first}); see the logs under {workdir}, or use the default "
                 "sequential engine (--engine sequential)"
             ) from None
-    exp.stop()
+        finally:  # also on Ctrl-C and errors: the manager and its trials stop before edgekd goes on
+            launcher.Popen = popen
+            with contextlib.suppress(Exception):  # NNI stopped it already after a Ctrl-C
+                exp.stop()
+            manager.forget()

@@ -84,8 +84,11 @@ def evaluate_trial(model: Any, context: str) -> None:
     """NNI trial entry point for the training-service engines (one process per trial): rebuilds the
     proxy from the run directory, trains the candidate and appends to the shared journal."""
     from edgekd.nas.journal import arch_key
+    from edgekd.nas.manager import die_with_parent
     from edgekd.nas.nni_space import report
 
+    if die_with_parent() and os.getppid() == 1:  # a trial does not outlive NNI's manager (which dies with edgekd)
+        raise SystemExit("NNI's manager is gone")
     ctx = json.loads(Path(context).read_text())
     search = build_search_for_run(Path(ctx["run_dir"]), Path(ctx["journal"]).parent)
     search.budget_ms = ctx["budget_ms"]
