@@ -214,3 +214,25 @@ def test_infer_reads_image_files_and_benches(bundles, val_npz, tmp_path):
     ]
     bench = from_files["bench"]
     assert set(bench) == {"1", "4"} and all(0 < b["p50_ms"] <= b["p99_ms"] for b in bench.values())
+
+
+def test_a_package_stage_killed_mid_bundle_resumes(int8_run, cli, tmp_path):
+    """kill -9 while the bundle was being written left ``.package.partial/BUNDLE/``; ``compress --resume``
+    builds the bundle again in its place (it failed with FileExistsError and a traceback; issue 20)."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(int8_run, run)
+    manifest = json.loads((run / "manifest.json").read_text())
+    record = manifest["stages"]["package"]
+    name = record["metrics"]["bundle"]
+    half = run / ".package.partial" / name
+    half.mkdir(parents=True)
+    (half / "labels.txt").write_text("0\n1\n")  # a bundle cut off after its first files
+    record["status"] = "running"
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    result = cli("compress", "--out", run, "--resume", "--quiet")
+    assert result.exit_code == 0, result.output
+    bundle = run / "package" / name
+    assert (bundle / "Dockerfile").is_file() and not (run / ".package.partial").exists()
+    assert verify_bundle(bundle) == []

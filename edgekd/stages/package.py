@@ -17,6 +17,7 @@ ONNX file in ONNX Runtime on this CPU with the same preprocessing that ``preproc
 from __future__ import annotations
 
 import json
+import shutil
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -125,6 +126,8 @@ class PackageStage(Stage):
             latency=_latency(ctx),
         )
         folder = ctx.dir / name
+        if folder.exists():  # a package stage cut off (kill -9) mid-bundle: nothing in it to resume from
+            shutil.rmtree(folder)
         manifest = build_bundle(folder, inputs)
         metrics: dict[str, Any] = {
             "bundle": name,
