@@ -91,7 +91,8 @@ def qat_recipe(args, arch, work, out_dir, model, method, qat_cfg, data, monitor,
     return {"epochs": qat_cfg.epochs, "lr": qat_cfg.lr, **sel}, trained, kept
 
 
-def run(args) -> tuple[dict, dict[str, np.ndarray]]:
+def run(args, save) -> None:
+    """The whole measurement; ``save(res, correct)`` after each QAT-KD recipe."""
     arch = args.arch
     work = ROOT / "benchmarks" / "work" / "quantization" / arch
     out_dir = work / f"noninferiority_{args.train_samples}_{args.epochs}"
@@ -119,8 +120,10 @@ def run(args) -> tuple[dict, dict[str, np.ndarray]]:
         "fp32": qb._ort_logits(fp32_onnx, test_x).argmax(1) == test_y,
         "ort_ptq": qb._ort_logits(ort_ptq, test_x).argmax(1) == test_y,
     }
-    recipes = []
-    for i, (epochs, lr) in enumerate([(None, None), *args.recipe]):
+    comparisons: dict[str, dict] = {}
+    planned = [(None, None), *args.recipe]
+    recipes: list[dict] = []
+    for i, (epochs, lr) in enumerate(planned):
         qat_cfg = qat_config(cfg, epochs=epochs, lr=lr)
         info, trained, kept = qat_recipe(
             args, arch, work, out_dir, model, chosen["method"], qat_cfg, data, monitor, norm, augment, calib, test_x
@@ -129,31 +132,40 @@ def run(args) -> tuple[dict, dict[str, np.ndarray]]:
         correct[f"qat_{i}_stage_kept"] = kept.argmax(1) == test_y
         recipes.append({**info, "default": i == 0})
         qb._log(f"recipe {i}: {info}")
-    # the chosen recipe: the best held-out top-1 of QAT as trained (ties: the earlier, i.e. the default)
-    best = max(range(len(recipes)), key=lambda i: (recipes[i]["monitor_top1_qat"], -i))
-    comparisons = {}
-    for key, ok in correct.items():
-        if key.startswith("qat_"):
-            r = paired_bootstrap_difference(ok, correct["ort_ptq"], n_boot=args.n_boot, seed=args.seed)
+        for key in (f"qat_{i}_as_trained", f"qat_{i}_stage_kept"):
+            r = paired_bootstrap_difference(correct[key], correct["ort_ptq"], n_boot=args.n_boot, seed=args.seed)
             comparisons[key] = {**r, "non_inferior": r["lower"] > -args.margin}
-    res = {
-        "budget": {"arch": arch, "train_samples": args.train_samples, "epochs": args.epochs, "lr": args.lr},
-        "fp32_training": fp32_info,
-        "calibration": {"setting": args.calibrator, "chosen": chosen["method"], "scores": chosen.get("auto_scores")},
-        "calib_images": int(len(calib_x)),
-        "test_images": int(len(test_y)),
-        "top1": {k: float(v.mean()) for k, v in correct.items()},
-        "recipes": recipes,
-        "chosen_recipe": best,
-        "margin_points": args.margin,
-        "alpha": 0.05,
-        "comparisons": comparisons,
-    }
-    return res, correct
+        # written after every recipe, so that a run cut short keeps what it measured
+        save(
+            {
+                "budget": {"arch": arch, "train_samples": args.train_samples, "epochs": args.epochs, "lr": args.lr},
+                "fp32_training": fp32_info,
+                "calibration": {
+                    "setting": args.calibrator,
+                    "chosen": chosen["method"],
+                    "scores": chosen.get("auto_scores"),
+                },
+                "calib_images": int(len(calib_x)),
+                "test_images": int(len(test_y)),
+                "top1": {k: float(v.mean()) for k, v in correct.items()},
+                "recipes": recipes,
+                "recipes_not_run": [f"{e}:{lr:g}" for e, lr in planned[i + 1 :]],
+                # the best held-out top-1 of QAT as trained (ties: the earlier, i.e. the default)
+                "chosen_recipe": max(range(len(recipes)), key=lambda j: (recipes[j]["monitor_top1_qat"], -j)),
+                "margin_points": args.margin,
+                "alpha": 0.05,
+                "comparisons": comparisons,
+            },
+            correct,
+        )
 
 
 def markdown(res: dict) -> str:
     b, t, m = res["budget"], res["top1"], res["margin_points"]
+    cal = res["calibration"]
+    calib = f"`--calibrator {cal['setting']}`" + (
+        f" chose {cal['chosen']} on 2,000 held-out training images" if cal["setting"] == "auto" else ""
+    )
     lines = [
         "# INT8 on CIFAR-10: is QAT-KD non-inferior to ONNX Runtime PTQ? (issue 18)",
         "",
@@ -163,9 +175,9 @@ def markdown(res: dict) -> str:
         "`paired_bootstrap_difference`).",
         "",
         f"Budget (smaller than quantization.md's 48,000 images x 20 epochs): FP32 {b['arch']} on a seeded stratified "
-        f"subset of {b['train_samples']:,} training images for {b['epochs']} epochs (batch 128, SGD lr {b['lr']:g} "
+        f"subset of {b['train_samples']:,} training images for {b['epochs']} epoch(s) (batch 128, SGD lr {b['lr']:g} "
         f"cosine, crop+flip; {res['fp32_training']['seconds'] / 60:.0f} min), {res['calib_images']} calibration "
-        f"images, `--calibrator auto` chose {res['calibration']['chosen']} on 2,000 held-out training images. "
+        f"images, {calib}. "
         "QAT-KD loss 0.1 CE + 0.9 KD (T=4), FP32 model as the teacher. All rows run in ONNX Runtime (CPU).",
         "",
         "| model | QAT recipe | top-1 (%) | vs ORT PTQ (points) | 95% two-sided | one-sided 95% lower bound "
@@ -193,6 +205,8 @@ def markdown(res: dict) -> str:
             f"{100 * r['monitor_top1_ptq']:.2f}% -> the stage keeps {r['selected'].upper()}; QAT took "
             f"{r['seconds'] / 60:.1f} min"
         )
+    if res.get("recipes_not_run"):
+        lines.append(f"- not run (the run was cut short): {', '.join(res['recipes_not_run'])}")
     lines += ["", verdict(res), ""]
     if res.get("note"):
         lines += [res["note"], ""]
@@ -246,28 +260,30 @@ def main() -> None:
         parser.exit(2, f"error: --data {args.data} is not a folder; point it at the CIFAR-10 npz folder\n")
     torch.set_num_threads(args.threads)
     t0, loads = time.perf_counter(), [qb._load_avg()]
-    res, correct = run(args)
-    loads.append(qb._load_avg())
-    res.update(
-        host=host_description(),
-        threads=args.threads,
-        note=args.note,
-        command="python benchmarks/quantization_noninferiority.py " + " ".join(sys.argv[1:]),
-        finished=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        wall_seconds=round(time.perf_counter() - t0, 1),
-        load_note=f"1-minute load average at start and end: {', '.join(loads)} on 2 cores.",
-    )
     RESULTS.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    np.savez_compressed(buf, labels_order="CIFAR-10 test set order", **correct)
-    atomic_write_bytes(RESULTS / f"{NAME}.npz", buf.getvalue())
-    atomic_write_json(RESULTS / f"{NAME}.json", res)
-    atomic_write_text(RESULTS / f"{NAME}.md", markdown(res))
-    int8_md = RESULTS / "quantization.md"
-    if int8_md.is_file():
-        atomic_write_text(int8_md, qb.with_noninferiority_rows(int8_md.read_text()))
-    qb._log(f"wrote {RESULTS / NAME}.{{md,json,npz}} in {res['wall_seconds']:.0f}s")
-    print(markdown(res))
+
+    def save(res: dict, correct: dict[str, np.ndarray]) -> None:
+        res.update(
+            host=host_description(),
+            threads=args.threads,
+            note=args.note,
+            command="python benchmarks/quantization_noninferiority.py " + " ".join(sys.argv[1:]),
+            finished=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            wall_seconds=round(time.perf_counter() - t0, 1),
+            load_note=f"1-minute load average at start and now: {', '.join([*loads, qb._load_avg()])} on 2 cores.",
+        )
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **correct)
+        atomic_write_bytes(RESULTS / f"{NAME}.npz", buf.getvalue())
+        atomic_write_json(RESULTS / f"{NAME}.json", res)
+        atomic_write_text(RESULTS / f"{NAME}.md", markdown(res))
+        int8_md = RESULTS / "quantization.md"
+        if int8_md.is_file():
+            atomic_write_text(int8_md, qb.with_noninferiority_rows(int8_md.read_text()))
+        qb._log(f"wrote {RESULTS / NAME}.{{md,json,npz}} after {res['wall_seconds']:.0f}s")
+        print(markdown(res), flush=True)
+
+    run(args, save)
 
 
 if __name__ == "__main__":
