@@ -22,7 +22,8 @@ model in several fresh sessions, interleaved (A1 B1 C1 D1 A2 ...), medians. ``--
 adds the other CIFAR ResNet (resnet8 when ``--arch`` is resnet20, else resnet20) exported the same
 way with untrained (BN-warmed) weights, for latency only.
 
-Writes ``benchmarks/results/quantization.md`` and ``.json``.
+Writes ``benchmarks/results/quantization.md`` and ``.json``; its acceptance table also carries the rows of
+``quantization_noninferiority.py`` (QAT-KD non-inferior to ORT PTQ, at that script's own budget).
 """
 
 from __future__ import annotations

@@ -206,7 +206,7 @@ def markdown(res: dict) -> str:
             f"{r['seconds'] / 60:.1f} min"
         )
     if res.get("recipes_not_run"):
-        lines.append(f"- not run (the run was cut short): {', '.join(res['recipes_not_run'])}")
+        lines.append(f"- not yet run when this file was written: {', '.join(res['recipes_not_run'])}")
     lines += ["", verdict(res), ""]
     if res.get("note"):
         lines += [res["note"], ""]
