@@ -22,7 +22,8 @@ model in several fresh sessions, interleaved (A1 B1 C1 D1 A2 ...), medians. ``--
 adds the other CIFAR ResNet (resnet8 when ``--arch`` is resnet20, else resnet20) exported the same
 way with untrained (BN-warmed) weights, for latency only.
 
-Writes ``benchmarks/results/quantization.md`` and ``.json``.
+Writes ``benchmarks/results/quantization.md`` and ``.json``; its acceptance table also carries the rows of
+``quantization_noninferiority.py`` (QAT-KD non-inferior to ORT PTQ, at that script's own budget).
 """
 
 from __future__ import annotations
@@ -111,15 +112,9 @@ def paired_comparison(a_logits: np.ndarray, b_logits: np.ndarray, labels: np.nda
     return {"a_only": a_only, "b_only": b_only, "p_value": p}
 
 
-def accuracy_part(args, arch: str, work: Path) -> dict:
-    """Everything of the accuracy part for one student; its files go to ``work`` (one folder per arch)."""
-    work.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(args.seed)
-    data = load_data(str(args.data), seed=args.seed, max_train_samples=args.train_samples)
-    norm = compute_normalization(data.train)
-    monitor = held_out_monitor(args, data)
-    augment = augment_kwargs(AugmentConfig(), data.input_shape)
-    cfg = TeacherTrainConfig(epochs=args.epochs, lr=args.lr, batch_size=128)
+def fp32_student(args, arch: str, work: Path, data, norm, monitor, augment, cfg):
+    """The FP32 student of ``arch``, trained with ``cfg`` on ``data.train`` (cached in ``work`` under a
+    name that carries the budget); returns it in eval mode with ``{"seconds", "epochs", "train_samples"}``."""
     fp32_path = work / f"fp32_{arch}_{args.train_samples}_{args.epochs}.pt"
     model = create_model(arch, num_classes=len(data.classes), in_channels=3)
     if fp32_path.is_file():
@@ -137,7 +132,19 @@ def accuracy_part(args, arch: str, work: Path) -> dict:
         fp32_info = {"seconds": result["seconds"], "epochs": args.epochs, "train_samples": len(data.train)}
         torch.save(model.state_dict(), fp32_path)
         atomic_write_json(fp32_path.with_suffix(".json"), fp32_info)
-    model.eval()
+    return model.eval(), fp32_info
+
+
+def accuracy_part(args, arch: str, work: Path) -> dict:
+    """Everything of the accuracy part for one student; its files go to ``work`` (one folder per arch)."""
+    work.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(args.seed)
+    data = load_data(str(args.data), seed=args.seed, max_train_samples=args.train_samples)
+    norm = compute_normalization(data.train)
+    monitor = held_out_monitor(args, data)
+    augment = augment_kwargs(AugmentConfig(), data.input_shape)
+    cfg = TeacherTrainConfig(epochs=args.epochs, lr=args.lr, batch_size=128)
+    model, fp32_info = fp32_student(args, arch, work, data, norm, monitor, augment, cfg)
     test = (
         data.val
         if args.test_samples >= len(data.val)
@@ -540,6 +547,7 @@ def markdown(res: dict) -> str:
         lines += ["## Acceptance", "", "| check | measured | goal | result |", "|---|---:|---:|---|"]
         for g in gates.values():
             lines.append(f"| {g['check']} | {g['measured']} | {g['goal']} | {'PASS' if g['passed'] else 'FAIL'} |")
+        lines += noninferiority_rows()
         lines.append("")
     h = res["host"]
     lines += [
@@ -551,6 +559,39 @@ def markdown(res: dict) -> str:
         lines.append(f"Command ({part} part, finished {c['finished']}): `{c['command']}`")
     lines.append("")
     return "\n".join(lines)
+
+
+NONINFERIORITY = "quantization_noninferiority"
+
+
+def noninferiority_rows() -> list[str]:
+    """Acceptance rows from ``quantization_noninferiority.json`` (issue 18: QAT-KD non-inferior to ORT
+    PTQ), each naming its own, smaller budget; none when that benchmark has not run."""
+    path = RESULTS / f"{NONINFERIORITY}.json"
+    if not path.is_file():
+        return []
+    r = json.loads(path.read_text())
+    b, c, m = r["budget"], r["comparisons"], r["margin_points"]
+    budget = f"{b['train_samples']:,} images x {b['epochs']} epochs, {NONINFERIORITY}.md"
+    rows = [("qat_0_as_trained", "as trained, default recipe"), ("qat_0_stage_kept", "as the quantize stage keeps it")]
+    if r["chosen_recipe"]:
+        i = r["chosen_recipe"]
+        x = r["recipes"][i]
+        rows.append((f"qat_{i}_as_trained", f"as trained, recipe {x['epochs']}:{x['lr']:g} chosen on held-out images"))
+    return [
+        f"| INT8 QAT-KD non-inferior to ORT quantize_static by {m:.1f} points (one-sided 95% paired bootstrap over "
+        f"{r['test_images']:,} test images), {label}; smaller budget: {budget} "
+        f"| {c[k]['difference']:+.2f} points, lower bound {c[k]['lower']:+.2f} | bound > -{m:.2f} "
+        f"| {'PASS' if c[k]['non_inferior'] else 'FAIL'} |"
+        for k, label in rows
+    ]
+
+
+def with_noninferiority_rows(md: str) -> str:
+    """``md`` (quantization.md) with the acceptance table's non-inferiority rows replaced by the current ones."""
+    lines = [x for x in md.split("\n") if f"{NONINFERIORITY}.md" not in x or not x.startswith("| INT8 QAT-KD")]
+    last = max(i for i, x in enumerate(lines) if x.startswith("| ") and ("| PASS |" in x or "| FAIL |" in x))
+    return "\n".join(lines[: last + 1] + noninferiority_rows() + lines[last + 1 :])
 
 
 def _paired_cell(a: dict) -> str:
