@@ -40,6 +40,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from edgekd.bench import host_description  # noqa: E402
 from edgekd.export.onnx_export import export_onnx  # noqa: E402
@@ -357,6 +358,11 @@ def main() -> None:
     parser.add_argument("--grid", choices=("default", "quick"), default="default")
     parser.add_argument("--skip-cpu", action="store_true")
     parser.add_argument("--skip-jetson", action="store_true")
+    parser.add_argument("--tv12", action="store_true", help="part 3: issue 18's twelve classifiers, before/after")
+    parser.add_argument("--tv12-runs", type=int, default=20)
+    parser.add_argument("--after-lut", type=Path, default=RESULTS / "latency_model_x86_lut.json")
+    parser.add_argument("--before-repo", type=Path, default=None, help="checkout of edgekd before the change")
+    parser.add_argument("--before-lut", type=Path, default=None, help="its `edgekd profile` table")
     parser.add_argument("--out", type=Path, default=RESULTS / "latency_model.md")
     args = parser.parse_args()
     start = time.perf_counter()
@@ -372,6 +378,10 @@ def main() -> None:
     ]
     if not args.skip_cpu:
         lines += run_cpu(args, report)
+    if args.tv12:
+        from latency_tv12 import run_tv12
+
+        lines += run_tv12(args, report)
     if not args.skip_jetson:
         lines += run_jetson(args, report)
     report["seconds"] = time.perf_counter() - start

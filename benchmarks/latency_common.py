@@ -1,0 +1,103 @@
+"""Helpers shared by the latency benchmarks (latency_model.py, latency_detect.py): interleaved ONNX
+Runtime timing on a shared machine, the load it ran under, rank and error statistics, and the
+estimates of another checkout of edgekd (the "before" column: the model as it was)."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from edgekd.runtimes.onnxruntime.session import make_session
+
+
+def measure_interleaved(
+    paths: dict[str, Path],
+    feeds: dict[str, Callable[[object], dict]],
+    *,
+    threads: int,
+    rounds: int,
+    runs: Callable[[str], int],
+    warmup: int = 5,
+) -> tuple[dict[str, dict], list[float]]:
+    """Batch-1 latency of every model in ``rounds`` rounds; each round opens a fresh session per model
+    in turn (A1 B1 ... A2 B2 ...) so that load from other processes hits all models alike. Returns per
+    model ``p50_ms`` (median of all timed runs), ``p10_ms`` (median over rounds of each round's 10th
+    percentile: the least disturbed runs) and ``round_p50_ms``; and the 1-minute load average at the
+    start of each round."""
+    times: dict[str, list[float]] = {n: [] for n in paths}
+    p10s: dict[str, list[float]] = {n: [] for n in paths}
+    p50s: dict[str, list[float]] = {n: [] for n in paths}
+    loads = []
+    for _ in range(rounds):
+        loads.append(os.getloadavg()[0])
+        for name, path in paths.items():
+            session = make_session(path, threads=threads)
+            feed = feeds[name](session)
+            for _ in range(warmup):
+                session.run(None, feed)
+            run_times = []
+            for _ in range(runs(name)):
+                start = time.perf_counter()
+                session.run(None, feed)
+                run_times.append((time.perf_counter() - start) * 1e3)
+            del session
+            times[name].extend(run_times)
+            p10s[name].append(float(np.percentile(run_times, 10)))
+            p50s[name].append(float(np.median(run_times)))
+    out = {
+        n: {
+            "p50_ms": float(np.median(times[n])),
+            "p10_ms": float(np.median(p10s[n])),
+            "round_p50_ms": p50s[n],
+        }
+        for n in paths
+    }
+    return out, loads
+
+
+def rank_and_error(est: list[float], meas: list[float]) -> dict[str, float]:
+    """Kendall tau and the median |relative error| of estimates against measurements."""
+    from scipy.stats import kendalltau
+
+    rel = [abs(e - m) / m for e, m in zip(est, meas, strict=True)]
+    return {"kendall_tau": float(kendalltau(est, meas).statistic), "median_abs_rel_error": statistics.median(rel)}
+
+
+def estimates_of_checkout(repo: Path, paths: dict[str, Path], lut: Path, target: str = "x86-cpu") -> dict[str, float]:
+    """Milliseconds that the edgekd of another checkout (``repo``, e.g. main before this change)
+    estimates for each ONNX model with table ``lut`` (run in a subprocess with that checkout first
+    on the path)."""
+    script = (
+        "import json, sys\n"
+        "from edgekd.targets.latency import estimate_latency\n"
+        "from edgekd.targets.lut import load_table\n"
+        "paths = json.loads(sys.argv[1]); table = load_table(sys.argv[2])\n"
+        "print(json.dumps({n: estimate_latency(p, sys.argv[3], lut=table).ms for n, p in paths.items()}))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", script, json.dumps({n: str(p) for n, p in paths.items()}), str(lut), target],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=str(repo),
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def git_head(repo: Path) -> str:
+    try:
+        return subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
