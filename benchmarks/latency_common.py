@@ -82,7 +82,7 @@ def estimates_of_checkout(repo: Path, paths: dict[str, Path], lut: Path, target:
         "paths = json.loads(sys.argv[1]); table = load_table(sys.argv[2])\n"
         "print(json.dumps({n: estimate_latency(p, sys.argv[3], lut=table).ms for n, p in paths.items()}))\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
     done = subprocess.run(
         [sys.executable, "-c", script, json.dumps({n: str(p) for n, p in paths.items()}), str(lut), target],
         env=env,
