@@ -166,3 +166,10 @@ def test_parts_follow_the_exporter_names() -> None:
     assert part_of("/nms/Sigmoid", "eltwise") == "post"
     assert part_of("anything", "nms") == "nms"
     assert math.isfinite(len(part_of("", "data")))
+
+
+def test_a_pytorch_edge_detector_is_exported_and_priced() -> None:
+    from edgekd.tasks.detect.latency import detector_latency
+
+    est = detector_latency(build_detector("edet_p", 3).eval(), "x86-cpu", imgsz=64, lut=None)
+    assert est.ms > 0 and est.nms_candidates == sum((64 // s) ** 2 for s in (8, 16, 32)) * 3
