@@ -84,13 +84,21 @@ def estimates_of_checkout(repo: Path, paths: dict[str, Path], lut: Path, target:
     )
     env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
     done = subprocess.run(
-        [sys.executable, "-c", script, json.dumps({n: str(p) for n, p in paths.items()}), str(lut), target],
+        [
+            sys.executable,
+            "-c",
+            script,
+            json.dumps({n: str(Path(p).resolve()) for n, p in paths.items()}),
+            str(Path(lut).resolve()),
+            target,
+        ],
         env=env,
         capture_output=True,
         text=True,
-        check=True,
         cwd=str(repo),
     )
+    if done.returncode != 0:
+        raise SystemExit(f"estimating with {repo} failed:\n{done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
