@@ -44,7 +44,7 @@ def run_tv12(args, report: dict) -> list[str]:
     x = rng.standard_normal((1, 3, 224, 224)).astype(np.float32)
     feeds = {n: (lambda s: {s.get_inputs()[0].name: x}) for n in paths}
     measured, loads = measure_interleaved(
-        paths, feeds, threads=args.threads, rounds=args.sessions, runs=lambda n: args.tv12_runs
+        paths, feeds, threads=args.threads, rounds=args.sessions, runs=lambda n: args.tv12_runs, clock=args.clock
     )
     table = load_table(args.after_lut)
     after = {n: estimate_latency(p, "x86-cpu", lut=table).ms for n, p in paths.items()}
@@ -76,7 +76,8 @@ def run_tv12(args, report: dict) -> list[str]:
     lines = [
         "## 3. Issue 18's twelve torchvision classifiers at 224x224 (x86-cpu, before and after)",
         "",
-        f"Measured: ONNX Runtime {report['host']['onnxruntime']}, {args.threads} threads, batch 1, {args.sessions} "
+        f"Measured: ONNX Runtime {report['host']['onnxruntime']}, {args.threads} threads, batch 1, {args.clock} clock, "
+        f"{args.sessions} "
         f"rounds of fresh sessions interleaved across models, {args.tv12_runs} timed runs each; load average at the "
         f"start of each round: {', '.join(f'{v:.1f}' for v in loads)}. Before: "
         + (

@@ -186,4 +186,3 @@ def _static_batch(model: onnx.ModelProto, input_shape: tuple[int, ...], batch: i
         d.ClearField("dim_param")
         d.dim_value = int(size)
     return fixed
-

@@ -77,6 +77,7 @@ def quick_grid() -> list[GridPoint]:
         GridPoint("concat", 16, 8),
         GridPoint("silu", 16, 16),
         GridPoint("nms", 1, 500),
+        GridPoint("nms", 3, 2100),
     ]
 
 

@@ -81,6 +81,7 @@ class LatencyTable:
     grid: str  # "quick" or "default"
     precisions: dict[str, PrecisionTable] = field(default_factory=dict)
     threads: int | None = None
+    clock: str = "wall"  # "cpu": timed by process CPU time (calibrate.CLOCKS)
     version: int = TABLE_VERSION
 
     def lookup(self, precision: str, key: str) -> float | None:
@@ -122,6 +123,7 @@ class LatencyTable:
                 grid=str(data.get("grid", "")),
                 precisions=precisions,
                 threads=data.get("threads"),
+                clock=str(data.get("clock", "wall")),
             )
         except EdgekdError:
             raise
