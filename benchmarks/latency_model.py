@@ -40,12 +40,12 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from edgekd.bench import host_description  # noqa: E402
 from edgekd.export.onnx_export import export_onnx  # noqa: E402
 from edgekd.io import atomic_write_json, atomic_write_text  # noqa: E402
 from edgekd.models import create_model  # noqa: E402
-from edgekd.runtimes.onnxruntime.session import make_session  # noqa: E402
 from edgekd.targets.graph_cost import torch_to_onnx  # noqa: E402
 from edgekd.targets.latency import estimate_latency  # noqa: E402
 from edgekd.targets.lut import load_table  # noqa: E402
@@ -91,39 +91,31 @@ DEFAULTS_NOTE = (
 
 
 def measure(
-    paths: dict[str, Path], shapes: dict[str, tuple[int, int, int]], *, threads: int, sessions: int, runs: int
+    paths: dict[str, Path],
+    shapes: dict[str, tuple[int, int, int]],
+    *,
+    threads: int,
+    sessions: int,
+    runs: int,
+    clock: str = "wall",
 ) -> dict[str, dict]:
     """Batch-1 ONNX Runtime latency of every model: ``sessions`` fresh sessions each, interleaved between
-    models (A1 B1 ... A2 B2 ...), 10 warm-up runs then ``runs`` timed runs per session. Returns per model
-    ``p50_ms`` (median of all runs pooled, as the bench stage reports) and ``p10_ms`` (median over
-    sessions of each session's 10th percentile: the least disturbed runs, robust to other processes
-    taking the cores; on a quiet machine the two agree within a few percent)."""
+    models (A1 B1 ... A2 B2 ...), 10 warm-up runs then ``runs`` timed runs per session
+    (latency_common.measure_interleaved). Returns per model ``p50_ms`` (median of all runs pooled, as
+    the bench stage reports) and ``p10_ms`` (median over sessions of each session's 10th percentile:
+    the least disturbed runs, robust to other processes taking the cores)."""
+    from latency_common import measure_interleaved
+
     rng = np.random.default_rng(0)
     inputs = {name: rng.standard_normal((1, *shapes[name])).astype(np.float32) for name in paths}
-    times: dict[str, list[float]] = {name: [] for name in paths}
-    p10s: dict[str, list[float]] = {name: [] for name in paths}
-    for _ in range(sessions):
-        for name, path in paths.items():
-            session = make_session(path, threads=threads)
-            feed = {session.get_inputs()[0].name: inputs[name]}
-            for _ in range(10):
-                session.run(None, feed)
-            run_times = []
-            for _ in range(runs):
-                start = time.perf_counter()
-                session.run(None, feed)
-                run_times.append((time.perf_counter() - start) * 1e3)
-            del session
-            times[name].extend(run_times)
-            p10s[name].append(float(np.percentile(run_times, 10)))
-    return {
-        name: {
-            "p50_ms": float(np.median(times[name])),
-            "p10_ms": float(np.median(p10s[name])),
-            "session_p10_ms": p10s[name],
-        }
-        for name in paths
-    }
+    feeds = {n: (lambda s, x=inputs[n]: {s.get_inputs()[0].name: x}) for n in paths}
+    out, loads = measure_interleaved(
+        paths, feeds, threads=threads, rounds=sessions, runs=lambda n: runs, warmup=10, clock=clock
+    )
+    for row in out.values():
+        row["session_p10_ms"] = row.pop("round_p10_ms")
+        row["round_load_average"] = loads
+    return out
 
 
 def kendall_tau(a: list[float], b: list[float]) -> float:
@@ -144,7 +136,7 @@ def run_cpu(args, report: dict) -> list[str]:
         export_onnx(model, path, input_shape=shape, dynamic_batch=False)
         paths[name], shapes[name] = path, shape
     t0 = time.perf_counter()
-    measured = measure(paths, shapes, threads=args.threads, sessions=args.sessions, runs=args.runs)
+    measured = measure(paths, shapes, threads=args.threads, sessions=args.sessions, runs=args.runs, clock=args.clock)
     measure_s = time.perf_counter() - t0
     # calibration
     t0 = time.perf_counter()
@@ -203,7 +195,8 @@ def run_cpu(args, report: dict) -> list[str]:
     lines = [
         "## 1. x86-cpu: modelled against measured ONNX Runtime latency (batch 1)",
         "",
-        f"Measured: ONNX Runtime {report['host']['onnxruntime']} CPU, {args.threads} threads, {args.sessions} fresh "
+        f"Measured: ONNX Runtime {report['host']['onnxruntime']} CPU, {args.threads} threads, {args.clock} clock, "
+        f"{args.sessions} fresh "
         f"sessions per model interleaved, {args.runs} timed runs per session; p50 = median of all runs, p10 = "
         "median over sessions of each session's 10th percentile (robust to the other jobs on the cores). "
         f"Calibration: {table_note}. Estimates are modelled.",
@@ -351,12 +344,20 @@ def run_jetson(args, report: dict) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--clock", choices=("wall", "cpu"), default="wall", help="cpu: ORT's CPU time (a shared machine)"
+    )
     parser.add_argument("--sessions", type=int, default=5)
     parser.add_argument("--runs", type=int, default=60)
     parser.add_argument("--lut", type=Path, default=None, help="use this table instead of profiling first")
     parser.add_argument("--grid", choices=("default", "quick"), default="default")
     parser.add_argument("--skip-cpu", action="store_true")
     parser.add_argument("--skip-jetson", action="store_true")
+    parser.add_argument("--tv12", action="store_true", help="part 3: issue 18's twelve classifiers, before/after")
+    parser.add_argument("--tv12-runs", type=int, default=20)
+    parser.add_argument("--after-lut", type=Path, default=RESULTS / "latency_model_x86_lut.json")
+    parser.add_argument("--before-repo", type=Path, default=None, help="checkout of edgekd before the change")
+    parser.add_argument("--before-lut", type=Path, default=None, help="its `edgekd profile` table")
     parser.add_argument("--out", type=Path, default=RESULTS / "latency_model.md")
     args = parser.parse_args()
     start = time.perf_counter()
@@ -372,6 +373,10 @@ def main() -> None:
     ]
     if not args.skip_cpu:
         lines += run_cpu(args, report)
+    if args.tv12:
+        from latency_tv12 import run_tv12
+
+        lines += run_tv12(args, report)
     if not args.skip_jetson:
         lines += run_jetson(args, report)
     report["seconds"] = time.perf_counter() - start

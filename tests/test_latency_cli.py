@@ -80,6 +80,7 @@ def test_profile_needs_the_device(cli, tmp_path: Path) -> None:
         pytest.skip("TensorRT and a GPU are present: profiling a Jetson target here would really run")
     _one_line_error(cli("profile", "--target", "jetson-orin-nano", "--out", tmp_path / "t.json"), "TensorRT", why)
     _one_line_error(cli("profile", "--target", "x86-cpu", "--precision", "int8", "--quick"), "fp32")
+    _one_line_error(cli("profile", "--target", "x86-cpu", "--quick", "--clock", "sundial"), "clock")
 
 
 def test_profile_quick_writes_the_table_estimates_then_use(cli, lut_dir: Path, resnet8_onnx: Path) -> None:
@@ -92,7 +93,7 @@ def test_profile_quick_writes_the_table_estimates_then_use(cli, lut_dir: Path, r
     assert table.runtime == "onnxruntime" and table.grid == "quick"
     fp32 = table.precisions["fp32"]
     assert len(fp32.entries) == len(quick_grid()) and all(ms > 0 for ms in fp32.entries.values())
-    assert {"conv", "conv1x1", "dwconv", "gemm", "pool", "eltwise", "data"} <= set(fp32.fits)
+    assert {"conv", "conv1x1", "dwconv", "gemm", "pool", "eltwise", "data", "nms", "eltwise:SiLU"} <= set(fp32.fits)
     # from the chained points that take at least 10 us (on a fast machine the quick grid may have none)
     assert set(fp32.graph_factors) <= {"conv", "conv1x1", "dwconv"}
     assert all(0.3 <= f <= 1.2 for f in fp32.graph_factors.values())
@@ -138,3 +139,12 @@ def test_tensorrt_profile_quick(tmp_path: Path) -> None:  # pragma: no cover - r
 
     table = run_profile("t4", grid="quick", precisions=("fp16",), sessions=1, min_runs=10)
     assert table.runtime == "tensorrt" and table.precisions["fp16"].entries
+
+
+def test_profile_by_cpu_clock(tmp_path: Path) -> None:
+    from edgekd.targets.calibrate import run_profile
+
+    table = run_profile("x86-cpu", grid="quick", threads=1, sessions=1, min_runs=5, budget_s=0.01, clock="cpu")
+    table.save(tmp_path / "t.json")
+    again = load_table(tmp_path / "t.json")
+    assert again.clock == "cpu" and all(ms > 0 for ms in again.precisions["fp32"].entries.values())

@@ -3,13 +3,16 @@
 The latency model prices *layers*, not ONNX nodes: a layer is what one kernel of an inference
 runtime does. Runtimes (TensorRT, ONNX Runtime) fuse elementwise epilogues into the producing
 kernel (Conv + BN were folded at export; Conv + ReLU, Conv + SiLU (Sigmoid, Mul), Conv + residual
-Add), so this module groups nodes the same way:
+Add), and which ones they fuse differs by runtime, so this module groups nodes by the target
+runtime's rules (:mod:`edgekd.targets.fusion`):
 
-- an *anchor* (Conv, Gemm, MatMul, pooling, Concat, Resize, ...) starts a layer;
-- an elementwise node joins the layer that produced one of its inputs when every consumer of that
-  tensor is elementwise (so the tensor never needs to reach memory); the other inputs of the
-  joining node are read from memory (a residual);
+- an *anchor* (Conv, Gemm, MatMul, pooling, Concat, Resize, NonMaxSuppression, ...) starts a layer;
+- an elementwise node joins the layer that produced one of its inputs when the runtime fuses it
+  there; the other inputs of the joining node are read from memory (a residual);
 - shape-only nodes (Reshape, Flatten, Shape, Constant, ...) cost nothing.
+
+Graphs with data-dependent shapes (a detector's score filter, NMS and what follows) take those
+shapes from ``observed``: the shapes of one reference run (:mod:`edgekd.targets.detector_latency`).
 
 Counts are in *elements* (activations read, activations written, weights), not bytes, so the same
 layer list serves every precision. FLOPs count a multiply-add as 2. A PyTorch model is exported to
@@ -26,7 +29,6 @@ import json
 import math
 import os
 import warnings
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,10 +36,10 @@ import onnx
 from onnx import numpy_helper, shape_inference
 
 from edgekd.errors import EdgekdError
-from edgekd.targets.onnx_ops import ELEMENTWISE, FREE_OPS, POOL_OPS
+from edgekd.targets.fusion import Layer, group_layers
+from edgekd.targets.fusion import attr as _attr
+from edgekd.targets.onnx_ops import FREE_OPS
 
-# Layer kinds (the latency model and the calibration table key on them).
-KINDS = ("conv", "conv1x1", "dwconv", "gemm", "pool", "eltwise", "data")
 # Initializers this small keep their data for shape inference (shape constants of Reshape, Slice...).
 _SHAPE_TENSOR_ELEMENTS = 16
 _DATA_TYPES = frozenset(
@@ -52,43 +54,9 @@ _DATA_TYPES = frozenset(
 )
 
 
-@dataclass
-class Layer:
-    """One fused kernel: what it computes and how many elements it moves."""
-
-    name: str
-    op: str  # the anchor node's op type
-    kind: str  # one of KINDS
-    flops: float  # multiply-add counted as 2
-    act_in: float  # activation elements read
-    act_out: float  # activation elements written
-    weights: float  # weight elements read
-    key: str  # shape signature, the calibration table's key
-    fused: list[str] = field(default_factory=list)  # op types folded into this kernel
-
-    def elements(self) -> float:
-        return self.act_in + self.act_out + self.weights
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
 def _dims(value_info: onnx.ValueInfoProto) -> list[int | None]:
     shape = value_info.type.tensor_type.shape
     return [d.dim_value if d.HasField("dim_value") else None for d in shape.dim]
-
-
-def _numel(shape: list[int | None] | None) -> float:
-    if shape is None or any(d is None for d in shape):
-        return 0.0
-    return float(math.prod(shape)) if shape else 1.0
-
-
-def _attr(node: onnx.NodeProto, name: str, default):
-    for a in node.attribute:
-        if a.name == name:
-            return onnx.helper.get_attribute_value(a)
-    return default
 
 
 def _fix_inputs(model: onnx.ModelProto, names: set[str], input_shape: tuple[int, ...] | None, batch: int) -> None:
@@ -162,24 +130,24 @@ def torch_to_onnx(model, input_shape: tuple[int, int, int], batch: int = 1) -> o
     return onnx.load_from_string(buf.getvalue())
 
 
-def _conv_kind(groups: int, cin: int, k: list[int]) -> str:
-    if groups > 1 and groups == cin:
-        return "dwconv"
-    if all(x == 1 for x in k) and groups == 1:
-        return "conv1x1"
-    return "conv"
-
-
 def layers_from_onnx(
-    model: onnx.ModelProto | str | os.PathLike, *, input_shape: tuple[int, ...] | None = None, batch: int = 1
+    model: onnx.ModelProto | str | os.PathLike,
+    *,
+    input_shape: tuple[int, ...] | None = None,
+    batch: int = 1,
+    runtime: str = "tensorrt",
+    observed: dict[str, tuple[list[int], bool]] | None = None,
 ) -> list[Layer]:
-    """The fused layers of an ONNX model at ``batch`` (and ``input_shape`` for a dynamic input)."""
+    """The fused layers of an ONNX model at ``batch`` (and ``input_shape`` for a dynamic input),
+    grouped by ``runtime``'s fusion rules. ``observed`` (tensor -> (shape, holds float data)) fills
+    the shapes that static inference leaves open."""
     if not isinstance(model, onnx.ModelProto):
         model = load_onnx_model(model)
     if batch < 1:
         raise EdgekdError(f"batch must be at least 1, got {batch}")
     graph = model.graph
     init_shapes = {i.name: list(i.dims) for i in graph.initializer}
+    init_types = {i.name: i.data_type for i in graph.initializer}
     # Shape inference on a weightless skeleton (only tiny constants keep their data): much faster for
     # big models, and the weights themselves are not needed.
     small = [i for i in graph.initializer if math.prod(i.dims) <= _SHAPE_TENSOR_ELEMENTS]
@@ -204,7 +172,8 @@ def layers_from_onnx(
                 small.append(alias)
                 by_name[alias.name] = alias
             else:
-                dtype = next(i.data_type for i in graph.initializer if i.name == source)
+                dtype = init_types[source]
+                init_types[node.output[0]] = dtype
                 big.append(onnx.helper.make_tensor_value_info(node.output[0], dtype, init_shapes[source]))
             continue
         nodes.append(node)
@@ -213,10 +182,18 @@ def layers_from_onnx(
     shapes, data = _infer_with_folding(skeleton, small)
     for name, dims in init_shapes.items():
         shapes[name] = dims
+    for name, (dims, is_data) in (observed or {}).items():
+        if name not in shapes or None in shapes[name]:
+            shapes[name] = list(dims)
+            if is_data:
+                data.add(name)
     unresolved = [
         n
         for n in graph.node
-        if n.op_type not in FREE_OPS and any(t and (t not in shapes or None in shapes[t]) for t in n.output)
+        # NMS is priced from its inputs (the candidates); its output size is data-dependent
+        if n.op_type not in FREE_OPS
+        and n.op_type != "NonMaxSuppression"
+        and any(t and (t not in shapes or None in shapes[t]) for t in n.output)
     ]
     if unresolved:
         first = unresolved[0]
@@ -225,7 +202,7 @@ def layers_from_onnx(
             f"{first.op_type} {first.name or first.output[0]}); export the model with static shapes "
             "(e.g. onnxsim) or pass input_shape"
         )
-    return _group(list(graph.node), shapes, set(init_shapes), data)
+    return group_layers(list(graph.node), shapes, set(init_shapes), data, runtime)
 
 
 def _skeleton(
@@ -303,121 +280,14 @@ def _infer_with_folding(
     return result(*_infer(skeleton))
 
 
-def _group(
-    nodes: list[onnx.NodeProto], shapes: dict[str, list[int | None]], constants: set[str], data: set[str]
-) -> list[Layer]:
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in nodes:
-        for t in node.input:
-            if t:
-                consumers.setdefault(t, []).append(node)
-    constants = set(constants)
-    for node in nodes:  # outputs of Constant nodes and small shape tensors are constants too
-        if node.op_type in ("Constant", "ConstantOfShape", "Shape", "Size", "Range"):
-            constants.update(node.output)
-    producer_layer: dict[str, int] = {}  # tensor -> index of the layer that produced it
-    layers: list[Layer] = []
-
-    def is_activation(t: str) -> bool:
-        return bool(t) and t not in constants and t in data and _numel(shapes.get(t)) > 0
-
-    for node in nodes:
-        acts = [t for t in node.input if is_activation(t)]
-        out_elems = sum(_numel(shapes.get(t)) for t in node.output)
-        if node.op_type in FREE_OPS or not acts:
-            # metadata only, or pure shape arithmetic: the output aliases the input's layer
-            if acts and acts[0] in producer_layer:
-                for t in node.output:
-                    producer_layer[t] = producer_layer[acts[0]]
-            else:
-                constants.update(node.output)
-            continue
-        if node.op_type in ELEMENTWISE:
-            joinable = [
-                t for t in acts if t in producer_layer and all(c.op_type in ELEMENTWISE for c in consumers.get(t, []))
-            ]
-            if joinable:
-                idx = producer_layer[joinable[0]]
-                layer = layers[idx]
-                inside = {t for t in acts if producer_layer.get(t) == idx}
-                layer.act_in += sum(_numel(shapes.get(t)) for t in acts if t not in inside)
-                layer.act_out = out_elems  # the fused kernel writes the last result instead
-                layer.flops += out_elems
-                layer.fused.append(node.op_type)
-                for t in node.output:
-                    producer_layer[t] = idx
-                continue
-        layer = _anchor_layer(node, acts, shapes, constants, out_elems)
-        layers.append(layer)
-        for t in node.output:
-            producer_layer[t] = len(layers) - 1
-    return layers
-
-
-def _anchor_layer(
-    node: onnx.NodeProto,
-    acts: list[str],
-    shapes: dict[str, list[int | None]],
-    constants: set[str],
-    out_elems: float,
-) -> Layer:
-    op = node.op_type
-    in_shape = shapes.get(acts[0]) or []
-    out_shape = shapes.get(node.output[0]) or []
-    act_in = sum(_numel(shapes.get(t)) for t in acts)
-    weights = sum(_numel(shapes.get(t)) for t in node.input if t and t in constants and t in shapes)
-    name = node.name or f"{op}:{node.output[0]}"
-    if op in ("Conv", "ConvTranspose", "ConvInteger", "QLinearConv"):
-        w_name = node.input[3] if op == "QLinearConv" else node.input[1]
-        w = shapes.get(w_name) or []
-        groups = int(_attr(node, "group", 1))
-        k = [int(x) for x in w[2:]] if len(w) > 2 else [1]
-        strides = [int(s) for s in _attr(node, "strides", [1] * len(k))]
-        cin = int(in_shape[1]) if len(in_shape) > 1 and in_shape[1] else 0
-        cout = int(out_shape[1]) if len(out_shape) > 1 and out_shape[1] else 0
-        ref = in_shape if op == "ConvTranspose" else out_shape
-        macs = _numel(ref) * (w[1] if len(w) > 1 else 1) * math.prod(k) if op != "ConvTranspose" else 0.0
-        if op == "ConvTranspose":
-            macs = _numel(in_shape) * (w[1] if len(w) > 1 else 1) * math.prod(k)
-        kind = _conv_kind(groups, cin, k)
-        spatial = "x".join(str(d) for d in in_shape[2:])
-        key = (
-            f"{kind}:n{in_shape[0] if in_shape else 0}:c{cin}:hw{spatial}:o{cout}:"
-            f"k{'x'.join(map(str, k))}:s{'x'.join(map(str, strides))}:g{groups}"
-        )
-        return Layer(name, op, kind, 2.0 * macs, act_in, out_elems, weights, key)
-    if op in ("Gemm", "MatMul", "MatMulInteger", "QLinearMatMul"):
-        a = in_shape
-        b = shapes.get(node.input[1]) or []
-        k_dim = a[-1] if a else 0
-        n_dim = b[-1] if len(b) >= 2 else 1
-        if op == "Gemm" and _attr(node, "transB", 0):
-            n_dim = b[0] if b else 1
-        if op == "Gemm" and _attr(node, "transA", 0):
-            k_dim = a[0] if a else 0
-        macs = _numel(out_shape) * (k_dim or 0)
-        key = f"gemm:m{int(_numel(a) // k_dim) if k_dim else 0}:k{k_dim}:n{n_dim}"
-        return Layer(name, op, "gemm", 2.0 * macs, act_in, out_elems, weights, key)
-    if op in POOL_OPS:
-        kernel = _attr(node, "kernel_shape", None)
-        flops = out_elems * math.prod(kernel) if kernel else act_in
-        key = f"pool:{op}:{'x'.join(str(d) for d in in_shape)}:k{'x'.join(map(str, kernel or []))}"
-        return Layer(name, op, "pool", float(flops), act_in, out_elems, weights, key)
-    if op in ELEMENTWISE or op in ("Softmax", "LogSoftmax", "LayerNormalization"):
-        key = f"eltwise:{op}:{'x'.join(str(d) for d in out_shape)}"
-        return Layer(name, op, "eltwise", out_elems * (5 if "Softmax" in op else 1), act_in, out_elems, weights, key)
-    key = f"data:{op}:{'x'.join(str(d) for d in out_shape)}"
-    return Layer(name, op, "data", 0.0, act_in, out_elems, weights, key)
-
-
 def layers_from_model(
-    model, *, input_shape: tuple[int, ...] | None = None, batch: int = 1
+    model, *, input_shape: tuple[int, ...] | None = None, batch: int = 1, runtime: str = "tensorrt"
 ) -> tuple[list[Layer], tuple[int, ...] | None]:
     """Layers of an ``nn.Module``, an ``onnx.ModelProto`` or an .onnx path; also the input shape used.
 
     A module with an ``arch_spec`` (every zoo model) is traced once per (spec, input shape, batch)."""
     if isinstance(model, str | os.PathLike | onnx.ModelProto):
-        return layers_from_onnx(model, input_shape=input_shape, batch=batch), input_shape
+        return layers_from_onnx(model, input_shape=input_shape, batch=batch, runtime=runtime), input_shape
     if input_shape is None:
         spec = getattr(model, "arch_spec", None) or {}
         raise EdgekdError(
@@ -427,11 +297,11 @@ def layers_from_model(
     spec = getattr(model, "arch_spec", None)
     key = None
     if isinstance(spec, dict):  # zoo/search models: the spec names the architecture (models/registry.py)
-        key = (json.dumps(spec, sort_keys=True, default=str), tuple(input_shape), batch)
+        key = (json.dumps(spec, sort_keys=True, default=str), tuple(input_shape), batch, runtime)
         if key in _SPEC_CACHE:
             return copy.deepcopy(_SPEC_CACHE[key]), input_shape
     proto = torch_to_onnx(model, tuple(input_shape), batch)
-    layers = layers_from_onnx(proto, batch=batch)
+    layers = layers_from_onnx(proto, batch=batch, runtime=runtime)
     if key is not None:
         if len(_SPEC_CACHE) >= _SPEC_CACHE_SIZE:
             _SPEC_CACHE.pop(next(iter(_SPEC_CACHE)))

@@ -29,7 +29,8 @@ from typing import Any, Literal
 
 from edgekd.errors import EdgekdError
 from edgekd.targets.graph_cost import Layer, layers_from_model
-from edgekd.targets.lut import LatencyTable, find_table
+from edgekd.targets.grid import CONV_KINDS, interpolate_conv, parse_conv_key
+from edgekd.targets.lut import LatencyTable, PrecisionTable, find_table
 from edgekd.targets.profile import TargetProfile
 from edgekd.targets.registry import load_target
 
@@ -77,6 +78,8 @@ KIND_COMPUTE_FACTOR = {
     "pool": 1.0,
     "eltwise": 1.0,
     "data": 1.0,
+    "gconv": 0.5,
+    "nms": 1.0,
 }
 
 Source = Literal["lut", "roofline", "lut+roofline", "measured"]
@@ -284,13 +287,57 @@ def estimate_latency(
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise EdgekdError(f"batch must be a positive integer, got {batch!r}")
     table = _resolve_table(lut, profile)
-    layers, shape = layers_from_model(model, input_shape=input_shape, batch=batch)
+    layers, shape = layers_from_model(
+        model, input_shape=input_shape, batch=batch, runtime=table.runtime if table else profile.runtime
+    )
+    return price_layers(layers, profile, precision, table, batch=batch, input_shape=shape)
+
+
+def _table_ms(ptable: PrecisionTable, layer: Layer, conv_points: list) -> float | None:
+    """A layer's milliseconds from a calibration table: its exact entry, else the fit of its op (or
+    kind) corrected, for convolutions, by the measured points nearby (``grid.interpolate_conv``)."""
+    fit = ptable.fits.get(layer.fit_key()) or ptable.fits.get(layer.kind)
+    if fit is None:
+        return None
+    ms = max(fit.predict(layer.flops, layer.elements()), 0.0)
+    if layer.kind in CONV_KINDS:
+        ms = interpolate_conv(layer.key, ms, conv_points) or ms
+    return ms
+
+
+def _conv_points(ptable: PrecisionTable) -> list[tuple[dict, float, float]]:
+    """(parsed key, measured ms, fit ms) of the table's measured convolutions."""
+    points = []
+    for key, ms in ptable.entries.items():
+        parsed = parse_conv_key(key)
+        fit = ptable.fits.get(parsed["kind"]) if parsed else None
+        if parsed is None or fit is None:
+            continue
+        hw_out = parsed["hw"] / parsed["s"]
+        macs = parsed["n"] * parsed["o"] * hw_out * hw_out * parsed["k"] ** 2 * parsed["c"] / parsed["g"]
+        elements = parsed["n"] * (parsed["c"] * parsed["hw"] ** 2 + parsed["o"] * hw_out**2)
+        elements += parsed["o"] * parsed["c"] / parsed["g"] * parsed["k"] ** 2
+        points.append((parsed, ms, max(fit.predict(2 * macs, elements), 1e-6)))
+    return points
+
+
+def price_layers(
+    layers: list[Layer],
+    profile: TargetProfile,
+    precision: str,
+    table: LatencyTable | None,
+    *,
+    batch: int = 1,
+    input_shape: tuple[int, ...] | None = None,
+) -> LatencyEstimate:
+    """Price already-grouped ``layers`` on ``profile``: table entries, table fits, else the roofline."""
     figures: RooflineFigures | None = None
     notes: list[str] = []
     precision_table = table.precisions.get(precision) if table is not None else None
     if precision_table is None:
         figures = roofline_figures(profile, precision)
         notes.extend(figures.notes)
+    conv_points = _conv_points(precision_table) if precision_table is not None else []
     per_layer: list[dict[str, Any]] = []
     total = 0.0
     sources: set[str] = set()
@@ -300,8 +347,8 @@ def estimate_latency(
         if precision_table is not None:
             ms = precision_table.entries.get(layer.key)
             how = "lut"
-            if ms is None and layer.kind in precision_table.fits:
-                ms = max(precision_table.fits[layer.kind].predict(layer.flops, layer.elements()), 0.0)
+            if ms is None:
+                ms = _table_ms(precision_table, layer, conv_points)
                 how = "lut-fit"
         if ms is None:
             if figures is None:
@@ -341,7 +388,7 @@ def estimate_latency(
         precision=precision,
         batch=batch,
         per_layer=per_layer,
-        input_shape=tuple(shape) if shape else None,
+        input_shape=tuple(input_shape) if input_shape else None,
         flops=sum(layer.flops for layer in layers),
         run_overhead_ms=overhead_ms,
         table=f"{table.target} ({table.grid} grid, {table.created})" if table is not None and precision_table else None,

@@ -46,16 +46,19 @@ def default_table_path(target_name: str) -> Path:
 
 @dataclass
 class KindFit:
-    """``ms = a_ms + b_ms_per_mflop * MFLOPs + c_ms_per_melement * M elements`` for one layer kind."""
+    """``ms = a_ms + b_ms_per_mflop * MFLOPs + c_ms_per_melement * (M elements) ** exponent`` for one
+    layer kind (``exponent`` is 1 except for the NMS term, superlinear in its candidates)."""
 
     a_ms: float
     b_ms_per_mflop: float
     c_ms_per_melement: float
     samples: int
     median_rel_error: float  # on the grid it was fitted to
+    exponent: float = 1.0
 
     def predict(self, flops: float, elements: float) -> float:
-        return self.a_ms + self.b_ms_per_mflop * flops / 1e6 + self.c_ms_per_melement * elements / 1e6
+        moved = (elements / 1e6) ** self.exponent if elements > 0 else 0.0
+        return self.a_ms + self.b_ms_per_mflop * flops / 1e6 + self.c_ms_per_melement * moved
 
 
 @dataclass
@@ -78,6 +81,7 @@ class LatencyTable:
     grid: str  # "quick" or "default"
     precisions: dict[str, PrecisionTable] = field(default_factory=dict)
     threads: int | None = None
+    clock: str = "wall"  # "cpu": timed by process CPU time (calibrate.CLOCKS)
     version: int = TABLE_VERSION
 
     def lookup(self, precision: str, key: str) -> float | None:
@@ -119,6 +123,7 @@ class LatencyTable:
                 grid=str(data.get("grid", "")),
                 precisions=precisions,
                 threads=data.get("threads"),
+                clock=str(data.get("clock", "wall")),
             )
         except EdgekdError:
             raise
