@@ -9,7 +9,7 @@ import typer
 
 from edgekd.cli.app import handles_errors
 from edgekd.cli.groups import _overrides, distill_options, quantize_options, run_options, search_options, takes
-from edgekd.cli.options import DeviceOpt, MaxTrainSamplesOpt
+from edgekd.cli.options import DeviceOpt, MaxTrainSamplesOpt, NmsOpt
 from edgekd.cli.runs import _finish
 from edgekd.config import build_config, read_yaml
 from edgekd.console import Reporter
@@ -89,6 +89,7 @@ def compress(
     no_quantize: Annotated[
         bool, typer.Option("--no-quantize", help="Skip INT8: keep the student in FP32 (FP16 on TensorRT).")
     ] = False,
+    nms: NmsOpt = None,
     *,
     overrides: dict,
     resume: bool,
@@ -120,6 +121,7 @@ def compress(
             "seed": seed,
             "data.max_train_samples": max_train_samples,
             "device": device,
+            "detect.nms": nms,
             **overrides,
             "quantize.enabled": False if no_quantize else None,
         },

@@ -58,6 +58,16 @@ BaselineOpt = Annotated[
 DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto (default), cpu, cuda or cuda:N.")]
 
 
+NmsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--nms",
+        help="Detectors: efficient (decode + NMS inside the ONNX, EfficientNMS outputs; the default) or none (the "
+        "raw head, described in the ONNX metadata, for your own NMS; bench and the bundle decode it).",
+    ),
+]
+
+
 MaxTrainSamplesOpt = Annotated[
     int | None, typer.Option("--max-train-samples", help="Train on at most N images (a quick look).")
 ]
