@@ -86,7 +86,6 @@ def test_int8_onnx_with_nms_keeps_decode_and_nms_in_float(calibrated, data, tmp_
         assert len(dets) == 4 and all(d["boxes"].shape[-1] == 4 for d in dets)
 
 
-
 def test_int8_raw_head_is_described_and_decodes_like_the_nms_flavour(calibrated, data, tmp_path):
     """--nms none on the INT8 export: the raw head keeps its metadata, and OnnxDetector's host decode +
     NMS gives the detections of the INT8 graph with NMS inside."""

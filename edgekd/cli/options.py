@@ -211,7 +211,20 @@ MinAccuracyOpt = Annotated[
 
 MaxAccuracyDropOpt = Annotated[
     float | None,
-    typer.Option("--max-accuracy-drop", help="Gate: student top-1 at most this many points below the teacher."),
+    typer.Option(
+        "--max-accuracy-drop",
+        help="Gate: student top-1 (mAP@[.5:.95] for detectors) at most this many points below the teacher.",
+    ),
+]
+
+
+MaxMapDropOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--max-map-drop",
+        help="Gate (detectors): student mAP@[.5:.95] at most this many points below the teacher; the detection "
+        "name of --max-accuracy-drop (one gate).",
+    ),
 ]
 
 
