@@ -245,3 +245,13 @@ def test_a_teacher_state_dict_needs_its_arch(data, tmp_path):
     with pytest.raises(EdgekdError, match="classes"):
         save_detector(tmp_path / "e.pt", model, arch="edet_p", names=["a"], category_ids=[1], imgsz=IMGSZ)
         load_detector(tmp_path / "e.pt", arch=None, num_classes=data.num_classes, imgsz=IMGSZ)
+
+
+def test_the_map_drop_gate_in_points():
+    from edgekd.tasks.detect.report import _gate
+
+    results = {"summary": {"map_drop": 0.12, "student_onnx_map50_95": 0.2, "teacher_map50_95": 0.32}}
+    (failed,) = _gate(results, 5)
+    assert failed["status"] == "failed" and "drop 12.00 points > 5 (over by 7.00 points)" in failed["message"]
+    assert "mAP@[.5:.95] 0.2000" in failed["message"] and "teacher 0.3200" in failed["message"]
+    assert _gate(results, 12.5)[0]["status"] == "passed" and _gate(results, None) == []
