@@ -187,7 +187,10 @@ class DetectConfig(_Strict):
     batch_size: int = Field(16, ge=1)
     # KD terms by name and weight (edgekd/tasks/detect/kd/); pseudo-labels apply to any teacher
     kd: dict[str, float] = {"pseudo_label": 1.0}
-    conf: float = Field(0.001, ge=0.0, lt=1.0)  # score threshold of the exported NMS (0.001: for mAP)
+    # efficient: decode + NMS inside the ONNX (EfficientNMS outputs); none: the raw head (cls/reg maps, described
+    # in the ONNX metadata) for users with their own NMS; bench, parity and the bundle decode it on the host
+    nms: Literal["efficient", "none"] = "efficient"
+    conf: float = Field(0.001, ge=0.0, lt=1.0)  # score threshold of the NMS (0.001: for mAP)
     iou: float = Field(0.6, gt=0.0, le=1.0)
     max_det: int = Field(100, ge=1)
     parity_max_map_diff: float = Field(0.005, ge=0.0)  # ONNX Runtime mAP vs PyTorch, validation split

@@ -58,10 +58,15 @@ class Runner:
 
     def fingerprint(self, stage: Stage) -> str:
         cfg = self.config.model_dump(mode="json")
+        sliced = {k: cfg[k] for k in stage.config_keys}
+        for dotted in stage.config_ignores:
+            top, _, key = dotted.partition(".")
+            if isinstance(sliced.get(top), dict):
+                sliced[top] = {k: v for k, v in sliced[top].items() if k != key}
         return sha256_json(
             {
                 "stage": stage.name,
-                "config": {k: cfg[k] for k in stage.config_keys},
+                "config": sliced,
                 "external": stage.external_inputs(self.config, self.run),
                 "upstream": {
                     up: {k: v["sha256"] for k, v in (self.run.stage_record(up).get("outputs") or {}).items()}

@@ -23,6 +23,13 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
+def _detector_head(parity: dict[str, Any]) -> str:
+    """How a detector's ONNX ends: NMS inside, or the raw head decoded on the host (``--nms none``)."""
+    if parity.get("head") == "none":
+        return "raw head (--nms none), decode and NMS on the host"
+    return "detector with NMS inside"
+
+
 def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.2f}%"
 
@@ -98,7 +105,7 @@ def build_report(run: RunDir, stale: list[str] | None = None) -> str:
     if parity.get("student", {}).get("map_diff") is not None:
         p = parity["student"]
         out += [
-            f"ONNX export parity (detector with NMS, {p['samples']} validation images): mAP@[.5:.95] ONNX Runtime "
+            f"ONNX export parity ({_detector_head(p)}, {p['samples']} validation images): mAP@[.5:.95] ONNX Runtime "
             f"{p['map50_95_onnx']:.4f} vs PyTorch {p['map50_95_pytorch']:.4f} (allowed difference "
             f"{p['max_map_diff']:g}).",
             "",
@@ -264,7 +271,8 @@ def _int8_section(run: RunDir, stages: dict[str, Any]) -> list[str]:
     if parity.get("student_int8_cpu", {}).get("map50_95_onnx") is not None:
         cpu, trt = parity["student_int8_cpu"], parity["student_int8_trt"]
         out += [
-            f"INT8 parity on {cpu['samples']} validation images ({label} in ONNX Runtime, NMS inside): cpu flavour "
+            f"INT8 parity on {cpu['samples']} validation images ({label} in ONNX Runtime, {_detector_head(cpu)}): "
+            "cpu flavour "
             f"{cpu['map50_95_onnx']:.4f}, TensorRT flavour {trt['map50_95_onnx']:.4f}, fake quant "
             f"{cpu['map50_95_fake_quant']:.4f}. Build a TensorRT engine on the target with `export/build_engine.sh`.",
             "",

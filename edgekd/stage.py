@@ -26,6 +26,9 @@ class Stage:
     name: ClassVar[str]
     config_keys: ClassVar[tuple[str, ...]] = ()  # top-level RunConfig fields this stage reads
     needs: ClassVar[tuple[str, ...]] = ()  # upstream stages whose artifacts it reads
+    # dotted keys inside config_keys that this stage does not read (left out of its fingerprint, so
+    # changing them reruns only the stages that do), e.g. "detect.nms" for the stages before export
+    config_ignores: ClassVar[tuple[str, ...]] = ()
 
     def external_inputs(self, config: RunConfig, run: RunDir) -> dict[str, Any]:
         """Inputs from outside the run directory (a teacher file, a dataset) that it hashes."""

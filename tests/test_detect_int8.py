@@ -14,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 from edgekd.export.trt_rules import check_trt_rules
 from edgekd.quant.sensitivity import layer_sensitivity
 from edgekd.tasks.detect.data import load_detection_data
-from edgekd.tasks.detect.export import OnnxDetector
+from edgekd.tasks.detect.export import OnnxDetector, read_metadata
 from edgekd.tasks.detect.models import build_detector
 from edgekd.tasks.detect.quantize import (
     calibration_batches,
@@ -84,6 +84,37 @@ def test_int8_onnx_with_nms_keeps_decode_and_nms_in_float(calibrated, data, tmp_
     for name in ("m.onnx", "m_cpu.onnx"):
         dets = OnnxDetector(tmp_path / name)(images)
         assert len(dets) == 4 and all(d["boxes"].shape[-1] == 4 for d in dets)
+
+
+def test_int8_raw_head_is_described_and_decodes_like_the_nms_flavour(calibrated, data, tmp_path):
+    """--nms none on the INT8 export: the raw head keeps its metadata, and OnnxDetector's host decode +
+    NMS gives the detections of the INT8 graph with NMS inside."""
+    torch.manual_seed(1)
+    model = build_detector("edet_p", data.num_classes, IMGSZ).eval()
+    for branch in (*model.head.cls, *model.head.reg):  # an untrained head ties every score and box: spread them
+        torch.nn.init.normal_(branch[-1].weight, std=0.5)
+    batches = calibration_batches(data, IMGSZ, 32, 16)
+    model.train()
+    with torch.no_grad():  # and the BatchNorm statistics of the data, else the features fade to ~0
+        for x in batches:
+            model(x)
+    qdet = prepare_detector_int8(model.eval())
+    qdet.qm.calibrate(batches, "max")
+    qdet.eval()
+    nms = {"conf": 0.001, "iou": 0.6, "max_det": 50}
+    export_detector_int8(qdet, tmp_path / "raw.onnx", tmp_path / "raw_cpu.onnx", imgsz=IMGSZ, nms=None)
+    export_detector_int8(qdet, tmp_path / "nms.onnx", None, imgsz=IMGSZ, nms=nms)
+    for name in ("raw.onnx", "raw_cpu.onnx"):
+        meta = read_metadata(tmp_path / name)
+        assert meta["head"] == "raw" and meta["strides"] == "8,16,32" and meta["reg_max"] == "16", name
+    images = calibration_batches(data, IMGSZ, 4, 4)[0]
+    raw = OnnxDetector(tmp_path / "raw.onnx", nms=nms)
+    assert raw.raw and raw.meta["num_classes"] == str(data.num_classes)
+    for a, b in zip(raw(images), OnnxDetector(tmp_path / "nms.onnx")(images), strict=True):
+        assert len(a["scores"]) == len(b["scores"]) > 0
+        assert torch.equal(a["labels"], b["labels"])
+        np.testing.assert_allclose(a["scores"], b["scores"], atol=1e-5)
+        np.testing.assert_allclose(a["boxes"], b["boxes"], atol=1e-3)
 
 
 def _qdq(name: str, x: str, scale: float, nodes: list, inits: list) -> str:

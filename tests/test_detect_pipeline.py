@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -121,14 +122,12 @@ def test_compress_detect_writes_every_stage(quick_run):
     assert "model_int8.onnx" in (detect_run / "export" / "build_engine.sh").read_text()
 
 
-@pytest.mark.slow
-def test_trained_student_and_bundle_json_scores_to_the_bench_map(detect_run, data, tmp_path):
-    """The bundle's infer.py on the validation images, its JSON scored with pycocotools."""
+def _bundle_map(run: Path, data, tmp_path: Path) -> float:
+    """The bundle's infer.py on the validation images, its JSON scored with pycocotools (mAP@[.5:.95])."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
-    assert json.loads((detect_run / "bench" / "results.json").read_text())["summary"]["student_map50_95"] > 0.0
-    bundle = next(p for p in (detect_run / "package").iterdir() if p.is_dir())
+    bundle = next(p for p in (run / "package").iterdir() if p.is_dir())
     images = tmp_path / "val"
     images.mkdir()
     for i in range(len(data.val)):
@@ -152,8 +151,79 @@ def test_trained_student_and_bundle_json_scores_to_the_bench_map(detect_run, dat
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
+    return float(ev.stats[0])
+
+
+@pytest.mark.slow
+def test_trained_student_and_bundle_json_scores_to_the_bench_map(detect_run, data, tmp_path):
+    assert json.loads((detect_run / "bench" / "results.json").read_text())["summary"]["student_map50_95"] > 0.0
+    scored = _bundle_map(detect_run, data, tmp_path)
     reported = json.loads((detect_run / "bench" / "results.json").read_text())["summary"]["student_onnx_map50_95"]
-    assert abs(ev.stats[0] - reported) <= 0.01, (ev.stats[0], reported)
+    assert abs(scored - reported) <= 0.01, (scored, reported)
+
+
+def test_nms_none_exports_the_raw_head_and_the_bundle_decodes_it(quick_run, cli, data, tmp_path):
+    """`edgekd export RUN --nms none` reruns export onwards only; every ONNX is the raw head, parity and
+    bench decode it on the host, and the bundle's infer.py (numpy decode + NMS) scores to bench's mAP."""
+    import onnx
+
+    run = shutil.copytree(quick_run, tmp_path / "run")
+    before = json.loads((run / "manifest.json").read_text())["stages"]
+    assert cli("export", run, "--nms", "none", "--quiet").exit_code == 0
+    result = cli("package", run, "--quiet")
+    assert result.exit_code == 0, result.output
+    after = json.loads((run / "manifest.json").read_text())["stages"]
+    for stage in ("teacher", "distill", "quantize"):  # detect.nms is left out of their fingerprints
+        assert after[stage]["finished"] == before[stage]["finished"], stage
+    for name in ("model_fp32.onnx", "model_int8.onnx", "model_int8_cpu.onnx"):
+        model = onnx.load(str(run / "export" / name))
+        assert [o.name for o in model.graph.output][0] == "cls_p3", name
+        assert {p.key: p.value for p in model.metadata_props}["edgekd.detect.head"] == "raw", name
+    parity = json.loads((run / "export" / "parity.json").read_text())
+    assert all(parity[k]["passed"] and parity[k]["head"] == "none" for k in ("student", "student_int8_cpu"))
+    results = json.loads((run / "bench" / "results.json").read_text())
+    assert results["head"] == "none" and "raw head" in (run / "bench" / "results.md").read_text()
+    assert "raw head (--nms none)" in (run / "report.md").read_text()
+    assert after["package"]["metrics"]["model_format"] == "onnx-fp32-raw"
+    scored = _bundle_map(run, data, tmp_path)
+    assert abs(scored - results["summary"]["student_onnx_map50_95"]) <= 0.01
+
+
+class _StrongerTeacher:
+    """``json`` for the bench module, reading teacher.json with the teacher's mAP raised to 0.9 (editing the
+    file instead would change the teacher stage's outputs and rerun every stage after it)."""
+
+    def __init__(self):
+        self.dumps = json.dumps
+
+    @staticmethod
+    def loads(text):
+        data = json.loads(text)
+        return {**data, "val_map50_95": 0.9} if isinstance(data, dict) and "per_class_ap" in data else data
+
+
+def test_max_map_drop_gates_bench(quick_run, cli, tmp_path):
+    """--max-map-drop is --max-accuracy-drop by its detection name: a failed gate exits 1 with mAP wording."""
+    run = shutil.copytree(quick_run, tmp_path / "run")
+    with pytest.MonkeyPatch.context() as mp:  # the 1-epoch student is far below a 0.9 mAP teacher
+        mp.setattr("edgekd.tasks.detect.report.json", _StrongerTeacher())
+        failed = cli("bench", run, "--max-map-drop", "5", "--quiet")
+    assert failed.exit_code == 1, failed.output
+    line = failed.stderr.strip().splitlines()[-1]
+    assert "gate(s) failed" in line and "max_map_drop" in line and "mAP@[.5:.95]" in line and "over by" in line
+    passed = cli("bench", run, "--max-accuracy-drop", "100", "--json")
+    assert passed.exit_code == 0, passed.output
+    assert json.loads(passed.stdout)["stages"]["bench"]["metrics"]["gates_failed"] == 0
+    (gate,) = json.loads((run / "bench" / "results.json").read_text())["gates"]
+    assert gate["gate"] == "max_map_drop" and gate["status"] == "passed" and gate["limit"] == 100
+    both = cli("bench", run, "--max-map-drop", "1", "--max-accuracy-drop", "2")
+    assert both.exit_code == 2 and "pass one of them" in both.stderr
+
+
+def test_compress_takes_max_map_drop(cli, tmp_path):
+    done = cli("compress", "--data", "digits-detect", "--teacher", tmp_path / "none.pt", "--max-map-drop", "1",
+               "--max-accuracy-drop", "2", "--out", tmp_path / "run")  # fmt: skip
+    assert done.exit_code == 2 and "--max-map-drop 1" in done.stderr and not (tmp_path / "run").exists()
 
 
 def test_bad_infer_input_is_one_line(quick_run, tmp_path):
@@ -175,3 +245,13 @@ def test_a_teacher_state_dict_needs_its_arch(data, tmp_path):
     with pytest.raises(EdgekdError, match="classes"):
         save_detector(tmp_path / "e.pt", model, arch="edet_p", names=["a"], category_ids=[1], imgsz=IMGSZ)
         load_detector(tmp_path / "e.pt", arch=None, num_classes=data.num_classes, imgsz=IMGSZ)
+
+
+def test_the_map_drop_gate_in_points():
+    from edgekd.tasks.detect.report import _gate
+
+    results = {"summary": {"map_drop": 0.12, "student_onnx_map50_95": 0.2, "teacher_map50_95": 0.32}}
+    (failed,) = _gate(results, 5)
+    assert failed["status"] == "failed" and "drop 12.00 points > 5 (over by 7.00 points)" in failed["message"]
+    assert "mAP@[.5:.95] 0.2000" in failed["message"] and "teacher 0.3200" in failed["message"]
+    assert _gate(results, 12.5)[0]["status"] == "passed" and _gate(results, None) == []

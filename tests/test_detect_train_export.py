@@ -16,11 +16,12 @@ import torch
 
 from edgekd.errors import EdgekdError
 from edgekd.tasks.detect.data import load_detection_data
-from edgekd.tasks.detect.export import OUTPUT_NAMES, OnnxDetector, export_detector_onnx
+from edgekd.tasks.detect.export import OUTPUT_NAMES, OnnxDetector, export_detector_onnx, read_metadata
 from edgekd.tasks.detect.metrics import coco_map
 from edgekd.tasks.detect.models import build_detector
 from edgekd.tasks.detect.predict import predict_split
 from edgekd.tasks.detect.train import train_detector
+from edgekd.tasks.detect.transforms import iterate_batches
 
 torch.set_num_threads(1)
 IMGSZ = 96
@@ -89,3 +90,44 @@ def test_export_refuses_non_edge_models_and_bad_sizes(tmp_path):
         export_detector_onnx(build_detector("edet_p", 2), tmp_path / "x.onnx", 100)
     with pytest.raises(EdgekdError, match="edet_"):
         export_detector_onnx(build_detector("tv:ssdlite320_mobilenet_v3_large", 2), tmp_path / "x.onnx", 320)
+
+
+def _infer_template():
+    """The bundle's infer.py as a module (it imports numpy only at the top)."""
+    import importlib.util
+
+    from edgekd.tasks.detect.bundle import TEMPLATE
+
+    spec = importlib.util.spec_from_file_location("infer_detect", TEMPLATE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_raw_head_export_is_described_and_decodes_to_the_nms_export(trained, tmp_path):
+    """--nms none: the metadata says how to decode; OnnxDetector's host decode + NMS and the bundle's numpy
+    decode + NMS give the boxes of the export with NMS inside, and the mAP of PyTorch (within 0.005)."""
+    data, model, _, _, _ = trained
+    raw_path = export_detector_onnx(model, tmp_path / "raw.onnx", IMGSZ, nms=None)
+    nms_path = export_detector_onnx(model, tmp_path / "nms.onnx", IMGSZ)
+    meta = read_metadata(raw_path)
+    assert meta["head"] == "raw" and meta["strides"] == "8,16,32" and meta["num_classes"] == "10"
+    assert meta["reg_max"] == "16" and "sigmoid" in meta["scores"] and "xyxy" in meta["box_format"]
+    assert "cls_p3" in meta["layout"] and read_metadata(nms_path)["head"] == "nms"
+    raw, with_nms = OnnxDetector(raw_path), OnnxDetector(nms_path)
+    x = next(iter(iterate_batches(data.val, IMGSZ, 4, train=False))).images
+    infer = _infer_template()
+    head = {"strides": [8, 16, 32], "reg_max": 16, "conf": 0.001, "iou": 0.6, "max_det": 100}
+    for i, (a, b) in enumerate(zip(raw(x), with_nms(x), strict=True)):
+        assert len(a["scores"]) == len(b["scores"]) > 0
+        np.testing.assert_allclose(a["scores"], b["scores"], atol=1e-5)
+        np.testing.assert_allclose(a["boxes"], b["boxes"], atol=1e-3)
+        boxes, scores, classes = infer.raw_detections(raw.session.run(None, {"images": x[i : i + 1].numpy()}), head,
+                                                      IMGSZ, None)  # fmt: skip
+        k = min(len(scores), 50)  # the numpy NMS may break a tie of equal scores another way, past the top
+        np.testing.assert_allclose(scores[:k], b["scores"][:k], atol=1e-5)
+        np.testing.assert_allclose(boxes[:k], b["boxes"][:k], atol=1e-3)
+        assert (classes[:k] == b["labels"][:k].numpy()).mean() > 0.95
+    torch_map = coco_map(predict_split(model, data.val, IMGSZ), data.val, data.names, data.category_ids)
+    raw_map = coco_map(predict_split(model, data.val, IMGSZ, runner=raw), data.val, data.names, data.category_ids)
+    assert raw_map["mAP"] > 0.03 and abs(torch_map["mAP"] - raw_map["mAP"]) < 0.005

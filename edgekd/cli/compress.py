@@ -8,15 +8,23 @@ from typing import Annotated
 import typer
 
 from edgekd.cli.app import handles_errors
-from edgekd.cli.groups import _overrides, distill_options, quantize_options, run_options, search_options, takes
-from edgekd.cli.options import DeviceOpt, MaxTrainSamplesOpt
+from edgekd.cli.groups import (
+    _overrides,
+    distill_options,
+    drop_gate_options,
+    quantize_options,
+    run_options,
+    search_options,
+    takes,
+)
+from edgekd.cli.options import DeviceOpt, MaxTrainSamplesOpt, NmsOpt
 from edgekd.cli.runs import _finish
 from edgekd.config import build_config, read_yaml
 from edgekd.console import Reporter
 
 
 @handles_errors
-@takes(distill_options, search_options, quantize_options, run_options)
+@takes(distill_options, search_options, quantize_options, drop_gate_options, run_options)
 def compress(
     teacher: Annotated[
         Path | None,
@@ -89,6 +97,7 @@ def compress(
     no_quantize: Annotated[
         bool, typer.Option("--no-quantize", help="Skip INT8: keep the student in FP32 (FP16 on TensorRT).")
     ] = False,
+    nms: NmsOpt = None,
     *,
     overrides: dict,
     resume: bool,
@@ -101,8 +110,8 @@ def compress(
     Runs the stages teacher -> search -> distill -> quantize -> export -> bench -> package in one run
     directory and prints the accuracy / latency / size table. Without --student, the search finds the
     student: the best model the teacher can teach within the latency budget on the target. A failed
-    bench gate (--set bench.gates.max_latency_ms=... etc., see `edgekd bench --help`) exits 1. Rerun
-    with --resume to continue an interrupted run.
+    bench gate (--max-accuracy-drop, --max-map-drop for detectors, --set bench.gates.max_latency_ms=...
+    etc., see `edgekd bench --help`) exits 1. Rerun with --resume to continue an interrupted run.
     """
     from edgekd.pipeline import compress as run_compress
     from edgekd.pipeline import default_run_dir
@@ -120,6 +129,7 @@ def compress(
             "seed": seed,
             "data.max_train_samples": max_train_samples,
             "device": device,
+            "detect.nms": nms,
             **overrides,
             "quantize.enabled": False if no_quantize else None,
         },

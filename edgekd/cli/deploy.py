@@ -10,15 +10,18 @@ from typing import Annotated
 import typer
 
 from edgekd.cli.groups import _csv, gate_options
-from edgekd.cli.options import ThreadsOpt
+from edgekd.cli.options import NmsOpt, ThreadsOpt
 from edgekd.cli.runs import stage_command
 from edgekd.errors import EdgekdError
 
 
 @stage_command("export")
-def export(opset: Annotated[int | None, typer.Option("--opset", help="ONNX opset (default 17).")] = None) -> dict:
+def export(
+    opset: Annotated[int | None, typer.Option("--opset", help="ONNX opset (default 17).")] = None,
+    nms: NmsOpt = None,
+) -> dict:
     """(Re)run the export stage: FP32 ONNX of the student and teacher, checked, with a parity test."""
-    return {"export.opset": opset}
+    return {"export.opset": opset, "detect.nms": nms}
 
 
 def _raise_if_gate_failed(run_dir: Path, quiet: bool, **_) -> None:

@@ -24,6 +24,7 @@ from edgekd.cli.options import (
     MaxAccuracyDropOpt,
     MaxDropOpt,
     MaxLatencyMsOpt,
+    MaxMapDropOpt,
     MaxRegressionOpt,
     MethodsOpt,
     MinAccuracyOpt,
@@ -104,12 +105,29 @@ def quantize_options(max_drop: MaxDropOpt = None, qat_teacher: QatTeacherOpt = F
     return {"quantize.max_drop": max_drop, "quantize.teacher": "teacher" if qat_teacher else None}
 
 
+def _drop_gate(max_accuracy_drop: float | None, max_map_drop: float | None) -> float | None:
+    """``--max-map-drop`` is the detection name of ``--max-accuracy-drop``: one gate, one limit."""
+    if None not in (max_accuracy_drop, max_map_drop) and max_accuracy_drop != max_map_drop:
+        raise EdgekdError(
+            f"--max-accuracy-drop {max_accuracy_drop:g} and --max-map-drop {max_map_drop:g} set one gate (the "
+            "student's drop below the teacher, mAP for detectors); pass one of them"
+        )
+    return max_map_drop if max_map_drop is not None else max_accuracy_drop
+
+
+@group
+def drop_gate_options(max_accuracy_drop: MaxAccuracyDropOpt = None, max_map_drop: MaxMapDropOpt = None) -> dict:
+    """The accuracy (mAP) drop gate on ``compress``, whose --baseline is the student-alone run's."""
+    return {"bench.gates.max_accuracy_drop_points": _drop_gate(max_accuracy_drop, max_map_drop)}
+
+
 @group
 def gate_options(
     max_latency_ms: MaxLatencyMsOpt = None, min_accuracy: MinAccuracyOpt = None,
-    max_accuracy_drop: MaxAccuracyDropOpt = None, baseline: BaselineResultsOpt = None,
-    max_regression: MaxRegressionOpt = None, no_gates: NoGatesOpt = False,
+    max_accuracy_drop: MaxAccuracyDropOpt = None, max_map_drop: MaxMapDropOpt = None,
+    baseline: BaselineResultsOpt = None, max_regression: MaxRegressionOpt = None, no_gates: NoGatesOpt = False,
 ) -> dict[str, Any]:  # fmt: skip
+    max_accuracy_drop = _drop_gate(max_accuracy_drop, max_map_drop)
     gate_flags = (max_latency_ms, min_accuracy, max_accuracy_drop, baseline, max_regression)
     return {
         # any gate option (or --no-gates) starts from no gates, so earlier gates do not linger

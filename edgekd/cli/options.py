@@ -58,6 +58,16 @@ BaselineOpt = Annotated[
 DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto (default), cpu, cuda or cuda:N.")]
 
 
+NmsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--nms",
+        help="Detectors: efficient (decode + NMS inside the ONNX, EfficientNMS outputs; the default) or none (the "
+        "raw head, described in the ONNX metadata, for your own NMS; bench and the bundle decode it).",
+    ),
+]
+
+
 MaxTrainSamplesOpt = Annotated[
     int | None, typer.Option("--max-train-samples", help="Train on at most N images (a quick look).")
 ]
@@ -201,7 +211,20 @@ MinAccuracyOpt = Annotated[
 
 MaxAccuracyDropOpt = Annotated[
     float | None,
-    typer.Option("--max-accuracy-drop", help="Gate: student top-1 at most this many points below the teacher."),
+    typer.Option(
+        "--max-accuracy-drop",
+        help="Gate: student top-1 (mAP@[.5:.95] for detectors) at most this many points below the teacher.",
+    ),
+]
+
+
+MaxMapDropOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--max-map-drop",
+        help="Gate (detectors): student mAP@[.5:.95] at most this many points below the teacher; the detection "
+        "name of --max-accuracy-drop (one gate).",
+    ),
 ]
 
 

@@ -1,6 +1,7 @@
-"""The detection bundle: ``package/<student>-<target>/`` with the ONNX (NMS inside), labels.json,
-infer.py (boxes drawn with ``--out``, COCO-style results with ``--json``), build_engine.sh for a
-TensorRT engine on the device, a README and a Dockerfile.
+"""The detection bundle: ``package/<student>-<target>/`` with the ONNX (NMS inside, or the raw head
+with ``--nms none``, which infer.py decodes and NMSes itself in numpy), labels.json, infer.py (boxes
+drawn with ``--out``, COCO-style results with ``--json``), build_engine.sh for a TensorRT engine on
+the device, a README and a Dockerfile.
 
 infer.py runs the model with ONNX Runtime on every target (its letterbox is the one the bench
 evaluates with, so its ``--json`` scores to the bench's mAP); running a TensorRT engine from infer.py
@@ -20,6 +21,10 @@ from edgekd.package.tarball import write_tarball
 from edgekd.rundir import library_versions
 
 TEMPLATE = Path(__file__).with_name("templates") / "infer_detect.py"
+NMS_README = "returns `num_dets`, `det_boxes` (x1, y1, x2, y2), `det_scores`, `det_classes` (EfficientNMS convention)."
+RAW_README = """returns the raw head (exported with `--nms none`): `cls_p3..p5` (class logits) and `reg_p3..p5` (DFL bin
+logits) at strides 8/16/32, described in the ONNX metadata (`edgekd.detect.*`: layout, strides, scores,
+box format). infer.py decodes them and applies class-aware NMS itself (numpy), with labels.json's thresholds."""
 
 
 def build_detect_bundle(ctx) -> dict[str, Any]:
@@ -52,6 +57,7 @@ def build_detect_bundle(ctx) -> dict[str, Any]:
             "max_det": cfg.detect.max_det,
         },
     )
+    raw = cfg.detect.nms == "none"
     base = cfg.package.base_image or CPU_BASE
     files = ["model.onnx", "labels.json", "infer.py", "build_engine.sh"]
     versions = library_versions()
@@ -68,7 +74,7 @@ mAP@[.5:.95] {bench["student_onnx_map50_95"]:.4f} and mAP@.5 {bench["student_onn
     python infer.py IMAGES_OR_FOLDERS --out drawn/ --json results.json [--conf 0.25] [--iou 0.6]
 
 The model takes `images` float32 [B,3,{cfg.detect.imgsz},{cfg.detect.imgsz}] (RGB in [0, 1], letterboxed) and
-returns `num_dets`, `det_boxes` (x1, y1, x2, y2), `det_scores`, `det_classes` (EfficientNMS convention).
+{RAW_README if raw else NMS_README}
 `./build_engine.sh` builds a TensorRT engine from it on the device.
 """,
     )
@@ -76,7 +82,7 @@ returns `num_dets`, `det_boxes` (x1, y1, x2, y2), `det_scores`, `det_classes` (E
         "bundle": name,
         "target": profile.name,
         "model_file": "model.onnx",
-        "model_format": "onnx-fp32-nms",
+        "model_format": "onnx-fp32-raw" if raw else "onnx-fp32-nms",
         "map50_95": bench["student_onnx_map50_95"],
         "base_image": base,
     }

@@ -3,7 +3,8 @@
     {"format": "edgekd.detector/1", "arch": "edet_s" | "tv:<builder>", "names": [...],
      "category_ids": [...], "imgsz": 320, "state_dict": {...}, "metrics": {...}}
 
-Both load with ``weights_only=True``; a pickled module is refused unless the user trusts the file.
+Both load with ``weights_only=True``; a pickled module, TorchScript and a ``torch.export`` program are
+refused unless the user trusts the file (``--trust-checkpoint``; edgekd/tasks/detect/code_teacher.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from torch import nn
 
 from edgekd.errors import EdgekdError
 from edgekd.io import atomic_torch_save
+from edgekd.tasks.detect.code_teacher import CodeDetector, is_code_archive, load_code_detector
 from edgekd.tasks.detect.models import build_detector
 
 FORMAT = "edgekd.detector/1"
@@ -51,6 +53,8 @@ def load_detector(
 ) -> tuple[nn.Module, dict[str, Any]]:
     """``(model, info)`` from an edgekd detector file or a state_dict of ``arch`` (``--teacher-arch``)."""
     path = Path(path)
+    if is_code_archive(path):
+        return load_code_detector(path, num_classes=num_classes, imgsz=imgsz, trust=trust)
     try:
         data = torch.load(path, map_location="cpu", weights_only=not trust)
     except Exception as err:
@@ -60,7 +64,10 @@ def load_detector(
             "detector or a state_dict with --teacher-arch, or --trust-checkpoint for a pickled model"
         ) from None
     if isinstance(data, nn.Module):
-        return data.eval(), {"arch": type(data).__name__, "kind": "pickled module"}
+        if hasattr(data, "family"):  # edgekd's own detector, pickled whole
+            return data.eval(), {"arch": getattr(data, "name", type(data).__name__), "kind": "pickled module"}
+        model = CodeDetector(data, "pickled_module", num_classes, imgsz)
+        return model, {"arch": model.name, "kind": "pickled module"}
     if isinstance(data, dict) and data.get("format") == FORMAT:
         arch, state = data["arch"], data["state_dict"]
         if len(data["names"]) != num_classes:

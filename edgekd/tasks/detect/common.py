@@ -50,6 +50,11 @@ def evaluate_map(model, data: DetectionData, config, runner=None) -> dict[str, A
     return {"map50_95": m["mAP"], "map50": m["mAP50"], "per_class": m["per_class"], "pr50": m["pr50"], "preds": preds}
 
 
+def nms_thresholds(d) -> dict[str, Any]:
+    """The NMS thresholds of the ``detect`` config: inside the ONNX, or on the host for a raw head."""
+    return {"conf": d.conf, "iou": d.iou, "max_det": d.max_det}
+
+
 def _params(model) -> int:
     return sum(p.numel() for p in model.parameters())
 

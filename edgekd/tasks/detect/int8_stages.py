@@ -30,7 +30,7 @@ from edgekd.quant.sensitivity import layer_sensitivity, mixed_precision
 from edgekd.stage import Stage, StageContext, StageResult
 from edgekd.stages.quantize import resolve_weight_bits
 from edgekd.tasks.detect.checkpoint import load_detector
-from edgekd.tasks.detect.common import detection_data, evaluate_map, hflip_for, teacher_detector
+from edgekd.tasks.detect.common import detection_data, evaluate_map, hflip_for, nms_thresholds, teacher_detector
 from edgekd.tasks.detect.quantize import (
     QuantizedDetector,
     calibration_batches,
@@ -62,6 +62,7 @@ def _flat(out: dict[str, list[torch.Tensor]]) -> torch.Tensor:
 class DetectQuantizeStage(Stage):
     name = "quantize"
     config_keys = _KEYS
+    config_ignores = ("detect.nms",)  # read from export on
     needs = ("teacher", "distill")
 
     def external_inputs(self, config, run):
@@ -221,9 +222,10 @@ class DetectQuantizeStage(Stage):
 
 
 def export_int8_detector(ctx: StageContext, data, nms: dict | None, parity: dict[str, Any]) -> dict[str, Any]:
-    """Write ``model_int8.onnx`` (TensorRT) and ``model_int8_cpu.onnx`` (ONNX Runtime) with NMS when the
-    quantize stage made an INT8 detector; check the TensorRT rules and both flavours' mAP against
-    the fake-quant model's (``detect.parity_max_map_diff``); ``{"int8": False}`` when it did not."""
+    """Write ``model_int8.onnx`` (TensorRT) and ``model_int8_cpu.onnx`` (ONNX Runtime) with NMS (``nms``
+    None: the raw head, ``--nms none``) when the quantize stage made an INT8 detector; check the
+    TensorRT rules and both flavours' mAP against the fake-quant model's (``detect.parity_max_map_diff``);
+    ``{"int8": False}`` when it did not."""
     from edgekd.runtimes.onnxruntime.int8_encoding import host_isa
     from edgekd.targets import load_target
     from edgekd.tasks.detect.export import OnnxDetector
@@ -248,9 +250,10 @@ def export_int8_detector(ctx: StageContext, data, nms: dict | None, parity: dict
     )
     threads = cfg.bench.threads or 1
     for key, path in (("student_int8_cpu", cpu_path), ("student_int8_trt", trt_path)):
-        m = evaluate_map(None, data, cfg, runner=OnnxDetector(path, threads=threads))
+        m = evaluate_map(None, data, cfg, runner=OnnxDetector(path, threads=threads, nms=nms_thresholds(d)))
         diff = abs(m["map50_95"] - fake_map)
         parity[key] = {
+            "head": d.nms,
             "samples": len(data.val),
             "map50_95_fake_quant": fake_map,
             "map50_95_onnx": m["map50_95"],

@@ -111,8 +111,9 @@ def describe(model: nn.Module) -> dict:
             "reg_max": model.reg_max,
             "num_classes": model.num_classes,
             "strides": list(model.strides),
+            "features": getattr(model, "has_features", True),
         }
-    if isinstance(model, TorchvisionDetector):
+    if hasattr(model, "head_kind"):  # a TorchvisionDetector, or one given as code (code_teacher.CodeDetector)
         return {
             "name": model.name,
             "family": model.family,
@@ -120,6 +121,7 @@ def describe(model: nn.Module) -> dict:
             "reg_max": None,
             "num_classes": model.num_classes,
             "strides": None,
+            "features": getattr(model, "has_features", True),
         }
     raise EdgekdError(f"{type(model).__name__} is not an edgekd detector; build it with build_detector")
 

@@ -19,7 +19,14 @@ from edgekd.io import atomic_write_json, atomic_write_text, sha256_file
 from edgekd.stage import Stage, StageContext, StageResult
 from edgekd.stages.common import teacher_path
 from edgekd.tasks.detect.checkpoint import load_detector, save_detector
-from edgekd.tasks.detect.common import _params, detection_data, evaluate_map, hflip_for, teacher_detector
+from edgekd.tasks.detect.common import (
+    _params,
+    detection_data,
+    evaluate_map,
+    hflip_for,
+    nms_thresholds,
+    teacher_detector,
+)
 from edgekd.tasks.detect.export import OnnxDetector, export_detector_onnx
 from edgekd.tasks.detect.int8_stages import DetectQuantizeStage, export_int8_detector
 from edgekd.tasks.detect.kd import applicable
@@ -27,6 +34,7 @@ from edgekd.tasks.detect.models import build_detector
 from edgekd.tasks.detect.train import train_detector
 
 _KEYS = ("task", "teacher", "data", "seed", "detect")
+_BEFORE_EXPORT = ("detect.nms",)  # what the stages before export do not read: --nms reruns export onwards
 
 
 def teacher_guard(teacher_map: float, alone_map: float, guard) -> dict[str, Any] | None:
@@ -53,6 +61,7 @@ def teacher_guard(teacher_map: float, alone_map: float, guard) -> dict[str, Any]
 class DetectTeacherStage(Stage):
     name = "teacher"
     config_keys = _KEYS
+    config_ignores = _BEFORE_EXPORT
 
     def external_inputs(self, config, run):
         return {"teacher_sha256": sha256_file(teacher_path(config)), "data": str(config.data.source)}
@@ -120,6 +129,7 @@ class DetectSearchStage(_Skipped):
 class DetectDistillStage(Stage):
     name = "distill"
     config_keys = (*_KEYS, "student", "distill")
+    config_ignores = _BEFORE_EXPORT
     needs = ("teacher",)
 
     def run(self, ctx: StageContext) -> StageResult:
@@ -201,15 +211,17 @@ class DetectExportStage(Stage):
         student, _ = load_detector(
             ctx.upstream("distill") / "student.pt", arch=None, num_classes=data.num_classes, imgsz=d.imgsz
         )
-        nms = {"conf": d.conf, "iou": d.iou, "max_det": d.max_det}
+        thresholds = nms_thresholds(d)
+        nms = thresholds if d.nms == "efficient" else None  # --nms none: the raw head, decoded on the host
         path = export_detector_onnx(
             student, ctx.dir / "model_fp32.onnx", imgsz=d.imgsz, nms=nms, opset=cfg.export.opset
         )
         torch_map = ctx.upstream_metrics("distill")["val_map50_95"]
-        onnx_m = evaluate_map(None, data, cfg, runner=OnnxDetector(path))
+        onnx_m = evaluate_map(None, data, cfg, runner=OnnxDetector(path, nms=thresholds))
         diff = abs(onnx_m["map50_95"] - torch_map)
         parity = {
             "student": {
+                "head": d.nms,
                 "samples": len(data.val),
                 "map50_95_pytorch": torch_map,
                 "map50_95_onnx": onnx_m["map50_95"],
@@ -232,8 +244,9 @@ class DetectExportStage(Stage):
         )
         atomic_write_text(ctx.dir / "build_engine.sh", script)
         (ctx.dir / "build_engine.sh").chmod(0o755)
+        head = "NMS" if nms else "the raw head (--nms none; decode and NMS on the host)"
         ctx.reporter.info(
-            f"export: ONNX with NMS; mAP@[.5:.95] ONNX Runtime {onnx_m['map50_95']:.4f} vs PyTorch "
+            f"export: ONNX with {head}; mAP@[.5:.95] ONNX Runtime {onnx_m['map50_95']:.4f} vs PyTorch "
             f"{torch_map:.4f} on {len(data.val)} validation images"
         )
         if not parity["student"]["passed"]:
@@ -245,6 +258,7 @@ class DetectExportStage(Stage):
             metrics={
                 "opset": cfg.export.opset,
                 "nms": nms,
+                "head": d.nms,
                 "parity_map_diff": diff,
                 "student_onnx_map50_95": onnx_m["map50_95"],
                 **int8,

@@ -33,7 +33,7 @@ def pair_info(teacher: nn.Module, student: nn.Module, imgsz: int) -> PairInfo:
     modes = teacher.training, student.training
     teacher.eval()
     student.eval()
-    tf, sf = teacher.features(x), student.features(x)
+    tf, sf = teacher.features(x), student.features(x)  # [] from a teacher program that exposes none
     teacher.train(modes[0])
     student.train(modes[1])
     t_strides = [imgsz / f.shape[-1] for f in tf]
@@ -69,6 +69,8 @@ def _reason(method: str, info: PairInfo, imgsz: int) -> str | None:
             return f"the teacher predicts {t['num_classes']} classes, the student {s['num_classes']}"
         if method == "ld" and t["reg_max"] != s["reg_max"]:
             return f"the teacher's DFL has {t['reg_max']} bins, the student's {s['reg_max']}"
+    if kind == "feature" and not t.get("features", True):
+        return f"the teacher {t['name']} is a program that exposes no feature maps (only its outputs)"
     if kind == "feature" and not info.matched:
         return (
             f"the teacher's feature strides at imgsz {imgsz} are {info.teacher_strides}, none matches the "

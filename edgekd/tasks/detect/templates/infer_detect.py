@@ -6,7 +6,11 @@
 The model (model.onnx, exported by edgekd with decode and NMS inside) takes images letterboxed to a
 square of labels.json's "imgsz" (long side resized, padded right/bottom with grey 114), as float32
 RGB in [0, 1]; its outputs are num_dets, det_boxes (x1, y1, x2, y2 in input pixels), det_scores and
-det_classes (TensorRT's EfficientNMS convention). Boxes are mapped back to each original image.
+det_classes (TensorRT's EfficientNMS convention). A model exported with --nms none returns the raw
+head instead (cls_p3..p5, reg_p3..p5, described in its metadata edgekd.detect.*): this script then
+decodes it and applies class-aware NMS itself, as the exported NMS would (scores above labels.json's
+"conf", IoU above "iou" suppressed, at most "max_det" per class and per image). Boxes are mapped
+back to each original image.
 --json writes one object per box: file_name, category_id (the dataset's own id), bbox [x, y, w, h]
 in the original image's pixels, score. Needs onnxruntime, numpy and pillow.
 """
@@ -54,11 +58,11 @@ def letterbox(image, imgsz):
     return canvas.transpose(2, 0, 1).astype(np.float32) / 255.0, r
 
 
-def nms(boxes, scores, iou):
-    """Greedy NMS (numpy), for an --iou stricter than the one exported."""
-    order = np.argsort(-scores)
+def nms(boxes, scores, iou, max_keep=None):
+    """Greedy NMS (numpy): indices kept, best first; suppresses IoU above ``iou`` (ONNX NonMaxSuppression)."""
+    order = np.argsort(-scores, kind="stable")
     keep = []
-    while order.size:
+    while order.size and (max_keep is None or len(keep) < max_keep):
         i = order[0]
         keep.append(i)
         xx1 = np.maximum(boxes[i, 0], boxes[order[1:], 0])
@@ -72,11 +76,55 @@ def nms(boxes, scores, iou):
     return np.array(keep, dtype=np.int64)
 
 
-def detect(session, image, imgsz, conf, iou):
+def sigmoid(x):
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+def decode_raw(maps, strides, reg_max, imgsz):
+    """One image's raw head -> (boxes [A, 4] xyxy in input pixels, scores [A, C]), as the metadata's
+    box_format says: anchor ((j + 0.5) s, (i + 0.5) s), per side d = sum_k softmax(logits)_k * k strides."""
+    n = len(strides)
+    all_boxes, all_scores = [], []
+    for cls, reg, s in zip(maps[:n], maps[n:], strides):
+        num_classes, h, w = cls.shape[1:]
+        all_scores.append(sigmoid(cls[0].reshape(num_classes, h * w).T))
+        logits = reg[0].reshape(4, reg_max, h * w).astype(np.float64)
+        prob = np.exp(logits - logits.max(axis=1, keepdims=True))
+        prob /= prob.sum(axis=1, keepdims=True)
+        dist = (prob * np.arange(reg_max)[None, :, None]).sum(axis=1).T * s  # [h*w, 4]: l, t, r, b in pixels
+        ys, xs = np.meshgrid((np.arange(h) + 0.5) * s, (np.arange(w) + 0.5) * s, indexing="ij")
+        px, py = xs.reshape(-1), ys.reshape(-1)
+        all_boxes.append(np.stack([px - dist[:, 0], py - dist[:, 1], px + dist[:, 2], py + dist[:, 3]], axis=1))
+    boxes = np.concatenate(all_boxes).clip(0, imgsz).astype(np.float32)
+    return boxes, np.concatenate(all_scores).astype(np.float32)
+
+
+def raw_detections(maps, head, imgsz, iou):
+    """Class-aware NMS over a decoded raw head, as the exported NMS does; the best head["max_det"]."""
+    boxes, scores = decode_raw(maps, head["strides"], head["reg_max"], imgsz)
+    iou = head["iou"] if iou is None else iou
+    kept_boxes, kept_scores, kept_classes = [], [], []
+    for c in range(scores.shape[1]):
+        idx = np.nonzero(scores[:, c] > head["conf"])[0]
+        keep = idx[nms(boxes[idx], scores[idx, c], iou, head["max_det"])]
+        kept_boxes.append(boxes[keep])
+        kept_scores.append(scores[keep, c])
+        kept_classes.append(np.full(len(keep), c, dtype=np.int32))
+    boxes, scores, classes = np.concatenate(kept_boxes), np.concatenate(kept_scores), np.concatenate(kept_classes)
+    best = np.argsort(-scores, kind="stable")[: head["max_det"]]
+    return boxes[best], scores[best], classes[best]
+
+
+def detect(session, image, imgsz, conf, iou, head=None):
     x, r = letterbox(image, imgsz)
-    num, boxes, scores, classes = session.run(None, {"images": x[None]})
-    n = int(num[0, 0])
-    boxes, scores, classes = boxes[0, :n] / r, scores[0, :n], classes[0, :n]
+    outputs = session.run(None, {"images": x[None]})
+    if head is not None:  # a raw head: decode + NMS here, at --iou if given
+        boxes, scores, classes = raw_detections(outputs, head, imgsz, iou)
+        boxes, iou = boxes / r, None
+    else:
+        num, boxes, scores, classes = outputs
+        n = int(num[0, 0])
+        boxes, scores, classes = boxes[0, :n] / r, scores[0, :n], classes[0, :n]
     w, h = image.size
     boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)
     boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)
@@ -90,6 +138,20 @@ def detect(session, image, imgsz, conf, iou):
         kept = np.array(sorted(kept), dtype=np.int64)
         boxes, scores, classes = boxes[kept], scores[kept], classes[kept]
     return boxes, scores, classes
+
+
+def raw_head(session, labels):
+    """None for a model with NMS inside; for a raw head, what decoding it needs (metadata + labels.json)."""
+    meta = session.get_modelmeta().custom_metadata_map
+    if meta.get("edgekd.detect.head") != "raw":
+        return None
+    return {
+        "strides": [int(s) for s in meta["edgekd.detect.strides"].split(",")],
+        "reg_max": int(meta["edgekd.detect.reg_max"]),
+        "conf": float(labels["conf"]),
+        "iou": float(labels["iou"]),
+        "max_det": int(labels["max_det"]),
+    }
 
 
 def draw(image, boxes, scores, classes, names, path):
@@ -123,6 +185,7 @@ def main(argv=None):
         labels = json.load(f)
     names, ids, imgsz = labels["names"], labels["category_ids"], int(labels["imgsz"])
     session = ort.InferenceSession(args.model, providers=["CPUExecutionProvider"])
+    head = raw_head(session, labels)
     if args.out:
         os.makedirs(args.out, exist_ok=True)
     results = []
@@ -131,7 +194,7 @@ def main(argv=None):
             image = Image.open(path).convert("RGB")
         except Exception as err:  # noqa: BLE001 - any unreadable image is one line
             fail("cannot read image %s (%s); replace or remove it" % (path, err))
-        boxes, scores, classes = detect(session, image, imgsz, args.conf, args.iou)
+        boxes, scores, classes = detect(session, image, imgsz, args.conf, args.iou, head)
         name = os.path.basename(path)
         for (x1, y1, x2, y2), s, c in zip(boxes, scores, classes):
             results.append(
