@@ -49,7 +49,10 @@ def save_detector(
 def load_detector(
     path: str | Path, *, arch: str | None, num_classes: int, imgsz: int, trust: bool = False
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """``(model, info)`` from an edgekd detector file or a state_dict of ``arch`` (``--teacher-arch``)."""
+    """``(model, info)`` from an edgekd detector file or a state_dict of ``arch`` (``--teacher-arch``).
+
+    ``info["imgsz"]`` is the input size stored in an edgekd detector file (a searched student's own
+    size may differ from ``detect.imgsz``), else ``imgsz``."""
     path = Path(path)
     try:
         data = torch.load(path, map_location="cpu", weights_only=not trust)
@@ -60,7 +63,7 @@ def load_detector(
             "detector or a state_dict with --teacher-arch, or --trust-checkpoint for a pickled model"
         ) from None
     if isinstance(data, nn.Module):
-        return data.eval(), {"arch": type(data).__name__, "kind": "pickled module"}
+        return data.eval(), {"arch": type(data).__name__, "kind": "pickled module", "imgsz": imgsz}
     if isinstance(data, dict) and data.get("format") == FORMAT:
         arch, state = data["arch"], data["state_dict"]
         if len(data["names"]) != num_classes:
@@ -69,6 +72,7 @@ def load_detector(
                 "train it on this data (edgekd train-teacher --task detect)"
             )
         kind = "edgekd detector"
+        imgsz = int(data.get("imgsz") or imgsz)
     elif isinstance(data, dict) and all(isinstance(v, torch.Tensor) for v in data.values()):
         if not arch:
             raise EdgekdError(
@@ -87,4 +91,4 @@ def load_detector(
             f"the weights in {path} do not fit {arch} with {num_classes} classes ({first[:160]}); "
             "check --teacher-arch and the data"
         ) from None
-    return model.eval(), {"arch": arch, "kind": kind}
+    return model.eval(), {"arch": arch, "kind": kind, "imgsz": imgsz}
