@@ -96,13 +96,13 @@ class DetectSearch:
         self.journal.append(rec)
         return rec
 
-    def _score(self, kind: str, spec: dict[str, Any], cost: Cost, **extra: Any) -> dict[str, Any]:
+    def _score(self, kind: str, spec: dict[str, Any], cost: Cost, label: str = "", **extra: Any) -> dict[str, Any]:
         t0 = time.perf_counter()
         scored = self.proxy.score(spec)
         rec = self._record(kind, spec, cost, "trained", **scored, seconds=round(time.perf_counter() - t0, 3), **extra)
         self.counts["trained"] += 1
         self.reporter.info(
-            f"search: {extra.get('label', kind)} {spec['name']} at {spec['imgsz']}px: proxy mAP@[.5:.95] "
+            f"search: {label or kind} {spec['name']} at {spec['imgsz']}px: proxy mAP@[.5:.95] "
             f"{rec[SCORE]:.4f} at {cost.latency_ms:.3g} ms ({rec['seconds']:.1f}s)"
         )
         return rec

@@ -94,9 +94,13 @@ class DetectProxy:
             "imitation": "PKD term, mean over the last training epoch",
         }
 
-    def val_map(self, model: nn.Module, imgsz: int) -> float:
+    def val_metrics(self, model: nn.Module, imgsz: int) -> dict[str, Any]:
+        """COCO metrics (``mAP``, ``mAP50``, ...) of ``model`` on the validation subset at ``imgsz``."""
         preds = predict_split(model, self.data.val, imgsz, batch_size=self.batch_size, **self.eval_kwargs)
-        return float(coco_map(preds, self.data.val, self.data.names, self.data.category_ids)["mAP"])
+        return coco_map(preds, self.data.val, self.data.names, self.data.category_ids)
+
+    def val_map(self, model: nn.Module, imgsz: int) -> float:
+        return float(self.val_metrics(model, imgsz)["mAP"])
 
     def train(self, spec: dict[str, Any], epochs: int | None = None) -> tuple[nn.Module, dict[str, Any]]:
         """Train ``spec`` (``{"name", "imgsz"}``) from scratch with KD from the teacher."""
@@ -123,8 +127,10 @@ class DetectProxy:
         t0 = time.perf_counter()
         student, info = self.train(spec)
         last = info["history"][-1] if info["history"] else {}
+        m = self.val_metrics(student, int(spec["imgsz"]))
         return {
-            "proxy_map50_95": self.val_map(student, int(spec["imgsz"])),
+            "proxy_map50_95": float(m["mAP"]),
+            "proxy_map50": float(m["mAP50"]),
             "proxy_imitation": last.get("kd_pkd"),
             "proxy_kd": info["kd"],
             "train_seconds": round(time.perf_counter() - t0, 3),
