@@ -103,7 +103,8 @@ def markdown(out: dict) -> str:
         f"{out['teacher_map50_95']:.4f}. KD terms: {out['kd']}. Seed 0 for every training (one seed).  ",
         f"Proxy: {a['proxy_epochs']} epochs on {a['proxy_train']} training images; longer budget: "
         f"{a['long_epochs']} epochs on {a['long_train']} images (AdamW, lr {a['lr']:g}, batch 16); both scored on "
-        f"the {out['val_images']} validation images (pycocotools). Latency: jetson-orin-nano INT8, batch 1, modelled (not measured).",
+        f"the {out['val_images']} validation images (pycocotools). Latency: jetson-orin-nano INT8, batch 1, "
+        "modelled (not measured).",
         "",
         "| architecture | px | params | FLOPs | latency ms (modelled) | proxy mAP | proxy mAP@.5 | imitation | proxy s "
         "| long mAP | long s |",
