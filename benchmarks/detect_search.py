@@ -1,7 +1,7 @@
 """Does the detector search's proxy rank architectures as a longer training does? (issue 18 §2)
 
-    OMP_NUM_THREADS=1 python benchmarks/detect_search.py [--archs 10] [--teacher-epochs 15]
-        [--proxy-epochs 3] [--proxy-train 128] [--long-epochs 6] [--long-train 256] [--quick]
+    OMP_NUM_THREADS=1 python benchmarks/detect_search.py [--archs 8] [--teacher-epochs 10]
+        [--proxy-epochs 4] [--proxy-train 160] [--long-epochs 6] [--long-train 320] [--quick]
 
 On ``digits-detect`` (512 training, 128 validation canvases of 128 px) a teacher (``edet_n`` at
 96 px, 10 epochs) is trained once; then ``--archs`` architectures are drawn (seeded, uniform) from the
@@ -133,12 +133,12 @@ def markdown(out: dict) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--archs", type=int, default=10)
+    ap.add_argument("--archs", type=int, default=8)
     ap.add_argument("--teacher-epochs", type=int, default=10)
-    ap.add_argument("--proxy-epochs", type=int, default=3)
-    ap.add_argument("--proxy-train", type=int, default=128)
+    ap.add_argument("--proxy-epochs", type=int, default=4)
+    ap.add_argument("--proxy-train", type=int, default=160)
     ap.add_argument("--long-epochs", type=int, default=6)
-    ap.add_argument("--long-train", type=int, default=256)
+    ap.add_argument("--long-train", type=int, default=320)
     ap.add_argument("--lr", type=float, default=4e-3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="3 architectures, 1+2 epochs: checks the script, not a result")

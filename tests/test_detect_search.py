@@ -183,7 +183,7 @@ def _tiny_run_config(teacher: Path, extra: dict | None = None):
             "quantize.mode": "ptq",
             "quantize.calibrator": "max",
             "quantize.sensitivity": False,
-            "quantize.max_drop": None,
+            "quantize.sensitivity_samples": 1,
             "quantize.calib_batches": 1,
         }
         | (extra or {}),
@@ -244,7 +244,7 @@ def test_compress_detect_without_student_searches_then_distils_the_pick(cli, dat
         "--trials", "2", "--latency-ms", "100", "--epochs", "2", "--max-train-samples", "128", "--max-drop", "100",
         *sets("detect.imgsz=96", "detect.lr=0.004", "detect.search.imgsz=[64]", *space, "search.proxy_epochs=1",
               "search.proxy_train_samples=64", "search.proxy_val_samples=64", "search.compare_zoo=[]",
-              "quantize.calibrator=max", "quantize.sensitivity=false"),
+              "quantize.calibrator=max", "quantize.sensitivity=false", "quantize.sensitivity_samples=1"),
         *FAST_BENCH_OPTS, "--out", out, "--quiet",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
