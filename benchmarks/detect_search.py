@@ -214,9 +214,9 @@ def main() -> None:
         "seconds": round(time.perf_counter() - t_start, 1),
     }
     out["note"] = note(out)
-    name = "detect_search_quick" if args.quick else "detect_search"
-    atomic_write_json(RESULTS / f"{name}.json", out)
-    atomic_write_text(RESULTS / f"{name}.md", markdown(out))
+    folder = WORK if args.quick else RESULTS  # --quick checks the script; its numbers are not a result
+    atomic_write_json(folder / "detect_search.json", out)
+    atomic_write_text(folder / "detect_search.md", markdown(out))
     print(markdown(out))
 
 
