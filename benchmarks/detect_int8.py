@@ -25,13 +25,11 @@ threads, medians over fresh interleaved sessions), size on disk. Writes
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -153,7 +151,18 @@ def main() -> None:
 
     export("ptq")
     t0 = time.perf_counter()
-    qat_kd(qdet, fp32, data, epochs=args.qat_epochs, lr=args.qat_lr, batch_size=16, imgsz=args.imgsz, seed=0, hflip=0.5, log=_log)
+    qat_kd(
+        qdet,
+        fp32,
+        data,
+        epochs=args.qat_epochs,
+        lr=args.qat_lr,
+        batch_size=16,
+        imgsz=args.imgsz,
+        seed=0,
+        hflip=0.5,
+        log=_log,
+    )
     qat_seconds = time.perf_counter() - t0
     fake["qat"] = fake_map(qdet, data, args)
     _log(f"QAT-KD: fake-quant mAP {fake['qat']:.4f} (PTQ {fake['ptq']:.4f}), {qat_seconds:.0f} s")

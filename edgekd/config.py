@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from edgekd.bench.gates import GateConfig
 from edgekd.distill.config import (
@@ -177,12 +177,42 @@ class QuantizeConfig(_Strict):
         return name
 
 
+class DetectSearchConfig(_Strict):
+    """The detector search space (edgekd/tasks/detect/search_space.py): per-choice values; the search's
+    budget, strategy, trials and proxy budget are the shared ``search.*`` keys."""
+
+    imgsz: list[int] = [320, 416, 512]  # input sides (multiples of 32)
+    stem: list[int] = [8, 16, 32]
+    # stage widths (strides 4/8/16/32), each list the choices of one stage; even numbers
+    widths: list[list[int]] = [[16, 32, 64], [32, 64, 128], [64, 128, 256], [96, 192, 384]]
+    depths: list[list[int]] = [[1], [1, 2, 3], [1, 2, 3], [1, 2]]  # CSP bottlenecks per stage
+    neck: list[int] = [32, 64, 96, 128]  # even
+    head: list[int] = [32, 64, 96, 128]
+    # the proxy's KD terms; those that cannot apply to the pair are dropped (pseudo_label if none applies)
+    proxy_kd: dict[str, float] = {"pkd": 1.0, "dense_kd": 1.0}
+
+    @model_validator(mode="after")
+    def _check(self) -> DetectSearchConfig:
+        lists = {"imgsz": [self.imgsz], "stem": [self.stem], "neck": [self.neck], "head": [self.head]}
+        lists.update(widths=self.widths, depths=self.depths)
+        for key, groups in lists.items():
+            if any(not g for g in groups) or any(v < 1 for g in groups for v in g):
+                raise ValueError(f"detect.search.{key} needs non-empty lists of positive integers")
+        if len(self.widths) != 4 or len(self.depths) != 4:
+            raise ValueError("detect.search.widths and depths need one list per stage (4 stages: strides 4/8/16/32)")
+        if any(v % 32 for v in self.imgsz):
+            raise ValueError("detect.search.imgsz values must be multiples of 32 (the largest stride)")
+        if any(v % 2 for g in (*self.widths, self.neck) for v in g):
+            raise ValueError("detect.search.widths and neck values must be even (a CSP block splits them in two)")
+        return self
+
+
 class DetectConfig(_Strict):
     """Object detection (``task: detect``; edgekd/tasks/detect/): input size, student, training, KD, NMS."""
 
     imgsz: int = Field(320, ge=32, multiple_of=32)  # letterboxed square input; a multiple of the largest stride
     layout: Literal["auto", "coco", "yolo"] = "auto"
-    student: str = "edet_n"  # used when --student is not given (edgekd models --task detect)
+    student: str = "edet_n"  # used when neither --student is given nor the search runs (search.enabled false)
     lr: float = Field(2e-3, gt=0.0)  # AdamW, cosine schedule with warm-up
     batch_size: int = Field(16, ge=1)
     # KD terms by name and weight (edgekd/tasks/detect/kd/); pseudo-labels apply to any teacher
@@ -194,6 +224,7 @@ class DetectConfig(_Strict):
     iou: float = Field(0.6, gt=0.0, le=1.0)
     max_det: int = Field(100, ge=1)
     parity_max_map_diff: float = Field(0.005, ge=0.0)  # ONNX Runtime mAP vs PyTorch, validation split
+    search: DetectSearchConfig = DetectSearchConfig()  # the space searched when no --student is given
 
 
 class RunConfig(_Strict):

@@ -211,15 +211,19 @@ def _search_lines(run: RunDir, stages: dict[str, Any]) -> list[str]:
         return []
     teacher_ms = m.get("teacher_latency_ms")
     budget = f"{m['budget_ms']:.3g} ms" + (f" (teacher {teacher_ms:.3g} ms)" if teacher_ms else "")
+    key, label, fmt = "proxy_top1", "proxy top-1", _pct
+    if "best_proxy_map50_95" in m:  # a detector search (edgekd/tasks/detect/search.py)
+        key, label, fmt = "proxy_map50_95", "proxy mAP@[.5:.95]", lambda v: "-" if v is None else f"{v:.4f}"
+    size = f" at {m['best_imgsz']}px" if m.get("best_imgsz") else ""
     line = (
         f"Student search ({m.get('strategy')}, target {m.get('target')} {m.get('precision')}): budget {budget}, "
         f"latencies modelled ({m.get('latency_source')}); {m.get('trials_trained')} trials trained, "
         f"{m.get('trials_rejected')} rejected over the budget before training, {m.get('seconds', 0):.0f} s. "
-        f"Chosen: {m['best']} ({m.get('best_source')}), proxy top-1 {_pct(m.get('best_proxy_top1'))} at "
+        f"Chosen: {m['best']}{size} ({m.get('best_source')}), {label} {fmt(m.get('best_' + key))} at "
         f"{m['best_latency_ms']:.3g} ms"
     )
     if m.get("best_zoo"):
-        line += f"; best hand-picked student within the budget: {m['best_zoo']} at {_pct(m.get('best_zoo_proxy_top1'))}"
+        line += f"; best hand-picked student within the budget: {m['best_zoo']} at {fmt(m.get('best_zoo_' + key))}"
     out = [line + ". Trials: `search/trials.jsonl`."]
     if (run.path / "search" / "pareto.png").is_file():
         out += ["", "![proxy accuracy vs modelled latency](search/pareto.png)"]

@@ -156,6 +156,24 @@ class StudentSpace(ModelSpace):
         return self.net(x)
 
 
+class ChoiceSpace(ModelSpace):
+    """A space of plain choices (``{label: values}``), for a task that builds its candidates itself
+    (the detector search, edgekd/tasks/detect/search.py): frozen on a sample, ``self.chosen`` is
+    NNI's dict from label to value and the evaluator builds the network from it."""
+
+    def __init__(self, table: dict[str, list[Any]]):
+        super().__init__()
+        self.table = table
+        self.chosen = {label: ensure_frozen(self.add_mutable(nni.choice(label, list(v)))) for label, v in table.items()}
+
+    def freeze(self, sample: dict[str, Any]) -> ChoiceSpace:
+        with model_context(sample):
+            return self.__class__(table=self.table)
+
+    def forward(self, x):  # never called: the evaluator trains what it builds from ``chosen``
+        return x
+
+
 def new_space(layout: dict[str, Any]) -> StudentSpace:
     return StudentSpace(layout=layout)
 
@@ -232,6 +250,7 @@ def run_experiment(
     evaluate_kwargs: dict[str, Any] | None = None,
     training_service: Any = None,
     on_warning: Callable[[str], None] | None = None,
+    space: ModelSpace | None = None,
 ) -> None:
     """Run ``trials`` trainings of candidates chosen by ``strategy``; ``evaluate(model, **kwargs)``
     trains one frozen :class:`StudentSpace` and calls :func:`report`.
@@ -239,9 +258,10 @@ def run_experiment(
     ``engine="sequential"`` runs in this process; ``"nni-local"`` runs trial processes through
     NNI's local training service (``evaluate`` must then be importable at module level and its
     kwargs JSON-able), or ``training_service`` (an NNI training-service config) when given.
+    ``space`` (e.g. a :class:`ChoiceSpace`) replaces the student space of ``layout``.
     """
     quiet_nni()
-    space = new_space(layout)
+    space = space if space is not None else new_space(layout)
     evaluator = FunctionalEvaluator(evaluate, **(evaluate_kwargs or {}))
     exp = NasExperiment(space, evaluator, strategy)
     exp.config.max_trial_number = trials

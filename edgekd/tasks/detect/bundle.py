@@ -29,8 +29,10 @@ box format). infer.py decodes them and applies class-aware NMS itself (numpy), w
 
 def build_detect_bundle(ctx) -> dict[str, Any]:
     from edgekd.targets import load_target
+    from edgekd.tasks.detect.common import student_imgsz
 
     cfg = ctx.config
+    imgsz = student_imgsz(ctx, cfg)
     profile = load_target(cfg.target)
     teacher = json.loads((ctx.upstream("teacher") / "teacher.json").read_text())
     distill = ctx.upstream_metrics("distill")
@@ -51,7 +53,7 @@ def build_detect_bundle(ctx) -> dict[str, Any]:
         {
             "names": teacher["classes"],
             "category_ids": teacher["category_ids"],
-            "imgsz": cfg.detect.imgsz,
+            "imgsz": imgsz,
             "conf": cfg.detect.conf,
             "iou": cfg.detect.iou,
             "max_det": cfg.detect.max_det,
@@ -73,7 +75,7 @@ mAP@[.5:.95] {bench["student_onnx_map50_95"]:.4f} and mAP@.5 {bench["student_onn
 
     python infer.py IMAGES_OR_FOLDERS --out drawn/ --json results.json [--conf 0.25] [--iou 0.6]
 
-The model takes `images` float32 [B,3,{cfg.detect.imgsz},{cfg.detect.imgsz}] (RGB in [0, 1], letterboxed) and
+The model takes `images` float32 [B,3,{imgsz},{imgsz}] (RGB in [0, 1], letterboxed) and
 {RAW_README if raw else NMS_README}
 `./build_engine.sh` builds a TensorRT engine from it on the device.
 """,

@@ -51,7 +51,10 @@ def save_detector(
 def load_detector(
     path: str | Path, *, arch: str | None, num_classes: int, imgsz: int, trust: bool = False
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """``(model, info)`` from an edgekd detector file or a state_dict of ``arch`` (``--teacher-arch``)."""
+    """``(model, info)`` from an edgekd detector file or a state_dict of ``arch`` (``--teacher-arch``).
+
+    ``info["imgsz"]`` is the input size stored in an edgekd detector file (a searched student's own
+    size may differ from ``detect.imgsz``), else ``imgsz``."""
     path = Path(path)
     if is_code_archive(path):
         return load_code_detector(path, num_classes=num_classes, imgsz=imgsz, trust=trust)
@@ -65,9 +68,13 @@ def load_detector(
         ) from None
     if isinstance(data, nn.Module):
         if hasattr(data, "family"):  # edgekd's own detector, pickled whole
-            return data.eval(), {"arch": getattr(data, "name", type(data).__name__), "kind": "pickled module"}
+            return data.eval(), {
+                "arch": getattr(data, "name", type(data).__name__),
+                "kind": "pickled module",
+                "imgsz": imgsz,
+            }
         model = CodeDetector(data, "pickled_module", num_classes, imgsz)
-        return model, {"arch": model.name, "kind": "pickled module"}
+        return model, {"arch": model.name, "kind": "pickled module", "imgsz": imgsz}
     if isinstance(data, dict) and data.get("format") == FORMAT:
         arch, state = data["arch"], data["state_dict"]
         if len(data["names"]) != num_classes:
@@ -76,6 +83,7 @@ def load_detector(
                 "train it on this data (edgekd train-teacher --task detect)"
             )
         kind = "edgekd detector"
+        imgsz = int(data.get("imgsz") or imgsz)
     elif isinstance(data, dict) and all(isinstance(v, torch.Tensor) for v in data.values()):
         if not arch:
             raise EdgekdError(
@@ -94,4 +102,4 @@ def load_detector(
             f"the weights in {path} do not fit {arch} with {num_classes} classes ({first[:160]}); "
             "check --teacher-arch and the data"
         ) from None
-    return model.eval(), {"arch": arch, "kind": kind}
+    return model.eval(), {"arch": arch, "kind": kind, "imgsz": imgsz}

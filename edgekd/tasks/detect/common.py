@@ -40,11 +40,19 @@ def teacher_detector(run, config, data: DetectionData):
     )
 
 
-def evaluate_map(model, data: DetectionData, config, runner=None) -> dict[str, Any]:
-    """COCO mAP (pycocotools) of ``model`` (or an ONNX ``runner``) on the validation split."""
+def evaluate_map(model, data: DetectionData, config, runner=None, imgsz: int | None = None) -> dict[str, Any]:
+    """COCO mAP (pycocotools) of ``model`` (or an ONNX ``runner``) on the validation split, at ``imgsz``
+    (the student's own input side; default ``detect.imgsz``, the teacher's)."""
     d = config.detect
     preds = predict_split(
-        model, data.val, d.imgsz, batch_size=d.batch_size, conf=d.conf, iou=d.iou, max_det=d.max_det, runner=runner
+        model,
+        data.val,
+        imgsz or d.imgsz,
+        batch_size=d.batch_size,
+        conf=d.conf,
+        iou=d.iou,
+        max_det=d.max_det,
+        runner=runner,
     )
     m = coco_map(preds, data.val, data.names, data.category_ids)
     return {"map50_95": m["mAP"], "map50": m["mAP50"], "per_class": m["per_class"], "pr50": m["pr50"], "preds": preds}
@@ -53,6 +61,25 @@ def evaluate_map(model, data: DetectionData, config, runner=None) -> dict[str, A
 def nms_thresholds(d) -> dict[str, Any]:
     """The NMS thresholds of the ``detect`` config: inside the ONNX, or on the host for a raw head."""
     return {"conf": d.conf, "iou": d.iou, "max_det": d.max_det}
+
+
+def student_pick(config, run) -> tuple[str, int]:
+    """The student's detector name and input side: ``--student`` at ``detect.imgsz``; else the search's
+    pick (``search/best_arch.json``) when it ran; else ``detect.student`` at ``detect.imgsz``."""
+    from edgekd.stages.common import searched_arch
+
+    arch, d = config.student.arch, config.detect
+    if isinstance(arch, str) and arch != "auto":
+        return arch, d.imgsz
+    found = searched_arch(run) if arch == "auto" else None
+    if found is not None:
+        return str(found["name"]), int(found.get("imgsz", d.imgsz))
+    return d.student, d.imgsz
+
+
+def student_imgsz(ctx, config) -> int:
+    """The input side of the distilled student (its checkpoint's; the bench and the bundle use it)."""
+    return int(ctx.upstream_metrics("distill").get("imgsz", config.detect.imgsz))
 
 
 def _params(model) -> int:

@@ -1,5 +1,9 @@
 """edgekd's own edge detector (``edet_*``): single-stage, anchor-free, decoupled head at strides 8/16/32.
 
+Besides the named sizes (``SIZES``), any point of the search space (edgekd/tasks/detect/search_space.py)
+is a name: ``edet_c16_w32-64-128-256_d1-2-2-1_n64_h64`` is stem width 16, stage widths 32/64/128/256
+(strides 4/8/16/32), CSP depths 1/2/2/1, neck width 64 and head width 64 (:func:`arch_from_name`).
+
 Layout (the common shape of FCOS, YOLOX and YOLOv8-class detectors, written here from the papers):
 a small CSP backbone (Wang et al. 2020, CSPNet) giving C3/C4/C5, a PAN neck (Liu et al. 2018,
 top-down then bottom-up fusion) giving P3/P4/P5 of one width, and a decoupled head (Ge et al.
@@ -14,6 +18,8 @@ scores and xyxy boxes in input pixels (see ``edgekd.tasks.detect.decode``).
 from __future__ import annotations
 
 import math
+import re
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -26,6 +32,44 @@ SIZES: dict[str, tuple[int, tuple[int, int, int, int], tuple[int, int, int, int]
     "edet_n": (16, (32, 64, 128, 256), (1, 2, 2, 1), 64),
     "edet_s": (32, (64, 128, 256, 512), (1, 2, 2, 1), 128),
 }
+
+
+SPEC_PATTERN = re.compile(r"edet_c(\d+)_w(\d+(?:-\d+){3})_d(\d+(?:-\d+){3})_n(\d+)_h(\d+)")
+
+
+@dataclass(frozen=True)
+class EdetArch:
+    """One edge detector's shape: stem, stage widths and CSP depths (strides 4/8/16/32), neck and head widths."""
+
+    stem: int
+    widths: tuple[int, int, int, int]
+    depths: tuple[int, int, int, int]
+    neck: int
+    head: int
+
+    @property
+    def name(self) -> str:
+        return (
+            f"edet_c{self.stem}_w{'-'.join(map(str, self.widths))}_d{'-'.join(map(str, self.depths))}"
+            f"_n{self.neck}_h{self.head}"
+        )
+
+
+def arch_from_name(name: str) -> EdetArch | None:
+    """The shape of ``edet_p/n/s`` or of a spec name (``edet_c16_w32-64-128-256_d1-2-2-1_n64_h64``); None
+    for any other name. Widths must be even (a CSP block splits them in two) and depths at least 1."""
+    if name in SIZES:
+        stem, widths, depths, c = SIZES[name]
+        return EdetArch(stem, widths, depths, c, c)
+    m = SPEC_PATTERN.fullmatch(name)
+    if m is None:
+        return None
+    widths = tuple(int(v) for v in m.group(2).split("-"))
+    depths = tuple(int(v) for v in m.group(3).split("-"))
+    arch = EdetArch(int(m.group(1)), widths, depths, int(m.group(4)), int(m.group(5)))  # type: ignore[arg-type]
+    if min(arch.stem, arch.neck, arch.head, *widths) < 2 or min(depths) < 1 or any(w % 2 for w in (*widths, arch.neck)):
+        return None
+    return arch
 
 
 class ConvBNAct(nn.Sequential):
@@ -94,14 +138,17 @@ class PANNeck(nn.Module):
 
 
 class DecoupledHead(nn.Module):
-    def __init__(self, c: int, num_classes: int, reg_max: int, levels: int = 3, prior: float = 0.01):
+    def __init__(
+        self, c: int, num_classes: int, reg_max: int, levels: int = 3, prior: float = 0.01, hidden: int | None = None
+    ):
         super().__init__()
-        self.cls = nn.ModuleList(
-            [nn.Sequential(ConvBNAct(c, c), ConvBNAct(c, c), nn.Conv2d(c, num_classes, 1)) for _ in range(levels)]
-        )
-        self.reg = nn.ModuleList(
-            [nn.Sequential(ConvBNAct(c, c), ConvBNAct(c, c), nn.Conv2d(c, 4 * reg_max, 1)) for _ in range(levels)]
-        )
+        h = hidden or c
+
+        def branch(out: int) -> nn.Sequential:
+            return nn.Sequential(ConvBNAct(c, h), ConvBNAct(h, h), nn.Conv2d(h, out, 1))
+
+        self.cls = nn.ModuleList([branch(num_classes) for _ in range(levels)])
+        self.reg = nn.ModuleList([branch(4 * reg_max) for _ in range(levels)])
         for branch in self.cls:  # focal-loss prior (Lin et al. 2017): start every location at p = 0.01
             nn.init.constant_(branch[-1].bias, -math.log((1 - prior) / prior))
         for branch in self.reg:
@@ -122,12 +169,14 @@ class EdgeDetector(nn.Module):
 
     def __init__(self, name: str, num_classes: int, reg_max: int = 16):
         super().__init__()
-        stem, widths, depths, c = SIZES[name]
+        arch = arch_from_name(name)
+        if arch is None:
+            raise ValueError(f"{name!r} is not an edge detector name (edet_p/n/s or a search-space spec name)")
         self.name, self.num_classes, self.reg_max = name, num_classes, reg_max
-        self.backbone = Backbone(stem, widths, depths)
-        self.neck = PANNeck(widths[1:], c)
-        self.head = DecoupledHead(c, num_classes, reg_max)
-        self.feature_channels = [c, c, c]
+        self.backbone = Backbone(arch.stem, arch.widths, arch.depths)
+        self.neck = PANNeck(arch.widths[1:], arch.neck)
+        self.head = DecoupledHead(arch.neck, num_classes, reg_max, hidden=arch.head)
+        self.feature_channels = [arch.neck] * 3
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         return self.neck(self.backbone(x))

@@ -77,14 +77,15 @@ class DetectQuantizeStage(Stage):
         data = detection_data(ctx, cfg)
         student_file = ctx.upstream("distill") / "student.pt"
         fp32, info = load_detector(student_file, arch=None, num_classes=data.num_classes, imgsz=d.imgsz)
+        imgsz = info["imgsz"]  # the student's own input side (a searched student's may differ from detect.imgsz)
         saved = torch.load(student_file, map_location="cpu", weights_only=True)
         qdet = prepare_detector_int8(fp32)
         qdet.qm.set_weight_bits(resolve_weight_bits(cfg))
         n_calib = q.calib_batches * q.calib_batch_size
-        batches = calibration_batches(data, d.imgsz, n_calib, d.batch_size)
+        batches = calibration_batches(data, imgsz, n_calib, d.batch_size)
 
         def val_map() -> float:
-            return evaluate_map(qdet, data, cfg)["map50_95"]
+            return evaluate_map(qdet, data, cfg, imgsz=imgsz)["map50_95"]
 
         calibration = qdet.qm.calibrate(batches, q.calibrator, q.percentile, score=val_map)
         chosen = calibration["method"]
@@ -96,7 +97,7 @@ class DetectQuantizeStage(Stage):
             f"quantize: {len(qdet.qm.layers)} layers, {len(qdet.qm.points)} activations, calibrated ({how}) on "
             f"{calibration['images']} training images"
         )
-        fp32_map = evaluate_map(fp32, data, cfg)["map50_95"]
+        fp32_map = evaluate_map(fp32, data, cfg, imgsz=imgsz)["map50_95"]
         ptq_map = val_map()
         metrics: dict[str, Any] = {
             "mode": q.mode,
@@ -114,9 +115,9 @@ class DetectQuantizeStage(Stage):
         }
         sensitivity = None
         if q.sensitivity or q.max_drop is not None:
-            sensitivity = self._sensitivity(ctx, qdet, data)
+            sensitivity = self._sensitivity(ctx, qdet, data, imgsz)
         if q.mode == "qat":
-            self._qat(ctx, qdet, fp32, data, metrics, ptq_map, val_map)
+            self._qat(ctx, qdet, fp32, data, metrics, ptq_map, val_map, imgsz)
         else:
             metrics["selected"] = "ptq"
         int8_map = val_map()
@@ -151,17 +152,17 @@ class DetectQuantizeStage(Stage):
             arch=saved["arch"],
             names=data.names,
             category_ids=data.category_ids,
-            imgsz=d.imgsz,
+            imgsz=imgsz,
             metrics=summary,
         )
         atomic_write_json(ctx.dir / "metrics.json", {**metrics, "sensitivity": sensitivity})
         return StageResult(metrics={k: v for k, v in summary.items() if k != "mixed_precision"})
 
     @staticmethod
-    def _sensitivity(ctx: StageContext, qdet: QuantizedDetector, data) -> dict[str, Any]:
+    def _sensitivity(ctx: StageContext, qdet: QuantizedDetector, data, imgsz: int) -> dict[str, Any]:
         cfg, d = ctx.config, ctx.config.detect
         split = data.val.subset(min(cfg.quantize.sensitivity_samples, len(data.val)))
-        batches = [b.images for b in iterate_batches(split, d.imgsz, d.batch_size, train=False)]
+        batches = [b.images for b in iterate_batches(split, imgsz, d.batch_size, train=False)]
         skipped = list(qdet.qm.skipped)
         qdet.qm.enable_only(None)
         reference = [_flat(qdet(x)) for x in batches] if batches else []
@@ -178,7 +179,7 @@ class DetectQuantizeStage(Stage):
         return result
 
     @staticmethod
-    def _qat(ctx: StageContext, qdet, fp32, data, metrics: dict[str, Any], ptq_map: float, val_map) -> None:
+    def _qat(ctx: StageContext, qdet, fp32, data, metrics: dict[str, Any], ptq_map: float, val_map, imgsz: int) -> None:
         cfg, q, d = ctx.config, ctx.config.quantize, ctx.config.detect
         epochs = q.epochs if q.epochs is not None else max(1, round(0.1 * cfg.distill.epochs))
         lr = q.lr if q.lr is not None else 0.01 * d.lr
@@ -198,7 +199,7 @@ class DetectQuantizeStage(Stage):
                 epochs=epochs,
                 lr=lr,
                 batch_size=d.batch_size,
-                imgsz=d.imgsz,
+                imgsz=imgsz,
                 seed=cfg.seed,
                 hflip=hflip_for(cfg.data.source),
                 log=lambda line: ctx.reporter.info(f"quantize: QAT {line}"),
@@ -243,14 +244,15 @@ def export_int8_detector(ctx: StageContext, data, nms: dict | None, parity: dict
         qdet,
         trt_path,
         cpu_path,
-        imgsz=d.imgsz,
+        imgsz=int(saved["imgsz"]),
         nms=nms,
         opset=max(13, cfg.export.opset),
         cpu_isa=profile.cpu_flavour_isa(),
     )
     threads = cfg.bench.threads or 1
     for key, path in (("student_int8_cpu", cpu_path), ("student_int8_trt", trt_path)):
-        m = evaluate_map(None, data, cfg, runner=OnnxDetector(path, threads=threads, nms=nms_thresholds(d)))
+        runner = OnnxDetector(path, threads=threads, nms=nms_thresholds(d))
+        m = evaluate_map(None, data, cfg, runner=runner, imgsz=int(saved["imgsz"]))
         diff = abs(m["map50_95"] - fake_map)
         parity[key] = {
             "head": d.nms,

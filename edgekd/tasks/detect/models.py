@@ -20,7 +20,7 @@ import torchvision
 from torch import nn
 
 from edgekd.errors import EdgekdError
-from edgekd.tasks.detect.edge_detector import SIZES, EdgeDetector, is_edge_detector
+from edgekd.tasks.detect.edge_detector import SIZES, EdgeDetector, arch_from_name, is_edge_detector
 
 # torchvision builder -> (family, head kind, background class in the labels)
 TV_DETECTORS: dict[str, tuple[str, str, bool]] = {
@@ -93,12 +93,16 @@ class TorchvisionDetector(nn.Module):
 
 
 def build_detector(name: str, num_classes: int, imgsz: int = 320) -> nn.Module:
-    """``edet_p`` / ``edet_n`` / ``edet_s`` or ``tv:<torchvision detection builder>``, random weights."""
-    if name in SIZES:
+    """``edet_p`` / ``edet_n`` / ``edet_s``, an ``edet_c..`` spec name from the search space, or
+    ``tv:<torchvision detection builder>``, random weights."""
+    if arch_from_name(name) is not None:
         return EdgeDetector(name, num_classes)
     if name.startswith("tv:") and name[3:] in TV_DETECTORS:
         return TorchvisionDetector(name[3:], num_classes, imgsz)
-    raise EdgekdError(f"unknown detector {name!r}; choose one of {', '.join(DETECTOR_NAMES)}")
+    raise EdgekdError(
+        f"unknown detector {name!r}; choose one of {', '.join(DETECTOR_NAMES)} or a spec name such as "
+        "edet_c16_w32-64-128-256_d1-2-2-1_n64_h64 (even widths, depths >= 1)"
+    )
 
 
 def describe(model: nn.Module) -> dict:

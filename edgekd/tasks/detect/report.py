@@ -14,7 +14,7 @@ from edgekd.bench.junit import junit_xml
 from edgekd.host import host_description, physical_cores
 from edgekd.io import atomic_write_json, atomic_write_text
 from edgekd.runtimes.onnxruntime.session import measure_latency
-from edgekd.tasks.detect.common import detection_data, evaluate_map, nms_thresholds, teacher_detector
+from edgekd.tasks.detect.common import detection_data, evaluate_map, nms_thresholds, student_imgsz, teacher_detector
 from edgekd.tasks.detect.export import OnnxDetector
 from edgekd.tasks.detect.plots import detections_grid, pr_curve_plot
 
@@ -53,7 +53,10 @@ def bench_results(ctx) -> dict[str, Any]:
     distill = ctx.upstream_metrics("distill")
     threads = cfg.bench.threads or physical_cores()
     ctx.reporter.info(f"bench: mAP of the student's ONNX in ONNX Runtime on {len(data.val)} validation images")
-    onnx_m = evaluate_map(None, data, cfg, runner=OnnxDetector(onnx_path, threads=threads, nms=nms_thresholds(d)))
+    imgsz = student_imgsz(ctx, cfg)  # the student's own input side; the teacher is scored at detect.imgsz
+    onnx_m = evaluate_map(
+        None, data, cfg, runner=OnnxDetector(onnx_path, threads=threads, nms=nms_thresholds(d)), imgsz=imgsz
+    )
     teacher_m = evaluate_map(teacher_detector(ctx.run, cfg, data)[0], data, cfg)
     pr_curve_plot(
         {"teacher (PyTorch)": teacher_m["pr50"], "student (ONNX Runtime)": onnx_m["pr50"]}, ctx.dir / "pr_curve.png"
@@ -67,7 +70,7 @@ def bench_results(ctx) -> dict[str, Any]:
         latency[str(batch)] = measure_latency(
             {"student": str(onnx_path)},
             batch_size=batch,
-            input_shape=(3, d.imgsz, d.imgsz),
+            input_shape=(3, imgsz, imgsz),
             threads=threads,
             warmup=3,
             runs=cfg.bench.runs if batch == 1 else cfg.bench.throughput_runs,
@@ -125,7 +128,8 @@ def bench_results(ctx) -> dict[str, Any]:
         "target": cfg.target,
         "models": rows,
         "summary": summary,
-        "imgsz": d.imgsz,
+        "imgsz": imgsz,
+        "teacher_imgsz": d.imgsz,
         "head": d.nms,
         "per_class_ap_onnx": onnx_m["per_class"],
     }

@@ -4,8 +4,9 @@ They run in the same run directory, manifest and resume as classification's stag
 same kinds of files (``teacher/teacher.json``, ``distill/student.pt``, ``quantize/student_int8.pt``
 (edgekd/tasks/detect/int8_stages.py), ``export/model_fp32.onnx`` and the INT8 flavours with NMS
 inside, ``bench/results.json`` with ``map50_95`` and ``map50`` for every model it scores, a
-``package/`` bundle whose ``infer.py`` draws boxes and writes COCO-style JSON). The search for
-detectors is issue 18: that stage records that it was skipped and why.
+``package/`` bundle whose ``infer.py`` draws boxes and writes COCO-style JSON). The search stage for
+detectors is in search.py. A searched student may have its own input side: the student checkpoint
+stores it (``imgsz``), and the stages after distill use that, not ``detect.imgsz`` (the teacher's).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 from edgekd.errors import CheckFailed, EdgekdError
 from edgekd.io import atomic_write_json, atomic_write_text, sha256_file
 from edgekd.stage import Stage, StageContext, StageResult
-from edgekd.stages.common import teacher_path
+from edgekd.stages.common import searched_arch_input, teacher_path
 from edgekd.tasks.detect.checkpoint import load_detector, save_detector
 from edgekd.tasks.detect.common import (
     _params,
@@ -25,12 +26,14 @@ from edgekd.tasks.detect.common import (
     evaluate_map,
     hflip_for,
     nms_thresholds,
+    student_pick,
     teacher_detector,
 )
 from edgekd.tasks.detect.export import OnnxDetector, export_detector_onnx
 from edgekd.tasks.detect.int8_stages import DetectQuantizeStage, export_int8_detector
 from edgekd.tasks.detect.kd import applicable
 from edgekd.tasks.detect.models import build_detector
+from edgekd.tasks.detect.search import DetectSearchStage
 from edgekd.tasks.detect.train import train_detector
 
 _KEYS = ("task", "teacher", "data", "seed", "detect")
@@ -111,36 +114,25 @@ class DetectTeacherStage(Stage):
         return StageResult(metrics={"val_map50_95": m["map50_95"], "val_map50": m["map50"]})
 
 
-class _Skipped(Stage):
-    needs = ("teacher",)
-    reason = ""
-
-    def run(self, ctx: StageContext) -> StageResult:
-        ctx.reporter.info(f"[dim]{self.name}: skipped, {self.reason}[/dim]")
-        atomic_write_json(ctx.dir / f"{self.name}.json", {"skipped": True, "reason": self.reason})
-        return StageResult(metrics={"skipped": True, "mode": "off", "reason": self.reason})
-
-
-class DetectSearchStage(_Skipped):
-    name = "search"
-    reason = "the student search for detectors is not built yet (issue 18); the student is --student or detect.student"
-
-
 class DetectDistillStage(Stage):
     name = "distill"
     config_keys = (*_KEYS, "student", "distill")
     config_ignores = _BEFORE_EXPORT
     needs = ("teacher",)
 
+    def external_inputs(self, config, run):
+        """The searched student, when "auto" takes it from search/best_arch.json (its sha256)."""
+        return searched_arch_input(config, run)
+
     def run(self, ctx: StageContext) -> StageResult:
         cfg, d = ctx.config, ctx.config.detect
         data = detection_data(ctx, cfg)
         teacher, _ = teacher_detector(ctx.run, cfg, data)
-        name = cfg.student.arch if isinstance(cfg.student.arch, str) and cfg.student.arch != "auto" else d.student
-        student = build_detector(name, data.num_classes, d.imgsz)
+        name, imgsz = student_pick(cfg, ctx.run)
+        student = build_detector(name, data.num_classes, imgsz)
         kd = {k: w for k, w in d.kd.items() if w > 0}
         for method in kd:
-            reason = applicable(method, teacher, student, d.imgsz)
+            reason = applicable(method, teacher, student, imgsz)
             if reason:
                 raise EdgekdError(reason)
         torch.manual_seed(cfg.seed)
@@ -148,19 +140,20 @@ class DetectDistillStage(Stage):
             "epochs": cfg.distill.epochs,
             "lr": d.lr,
             "batch_size": d.batch_size,
-            "imgsz": d.imgsz,
+            "imgsz": imgsz,
             "seed": cfg.seed,
             "hflip": hflip_for(cfg.data.source),
         }
         terms = ", ".join(f"{w:g}*{k}" for k, w in kd.items()) or "none"
         ctx.reporter.info(
             f"distill: {name} ({_params(student):,} parameters) from the teacher, KD {terms}, "
-            f"{cfg.distill.epochs} epochs at {d.imgsz}px"
+            f"{cfg.distill.epochs} epochs at {imgsz}px"
         )
         history = train_detector(student, data, teacher=teacher, kd=kd or None, log=ctx.reporter.info, **common)
-        m = evaluate_map(student, data, cfg)
+        m = evaluate_map(student, data, cfg, imgsz=imgsz)
         metrics: dict[str, Any] = {
             "student": {"name": name},
+            "imgsz": imgsz,
             "parameters": _params(student),
             "epochs": cfg.distill.epochs,
             "kd": kd,
@@ -170,9 +163,9 @@ class DetectDistillStage(Stage):
         }
         if cfg.distill.baseline:
             torch.manual_seed(cfg.seed)
-            alone = build_detector(name, data.num_classes, d.imgsz)
+            alone = build_detector(name, data.num_classes, imgsz)
             train_detector(alone, data, **common)
-            b = evaluate_map(alone, data, cfg)
+            b = evaluate_map(alone, data, cfg, imgsz=imgsz)
             metrics.update(
                 baseline_val_map50_95=b["map50_95"],
                 baseline_val_map50=b["map50"],
@@ -190,7 +183,7 @@ class DetectDistillStage(Stage):
             arch=name,
             names=data.names,
             category_ids=data.category_ids,
-            imgsz=d.imgsz,
+            imgsz=imgsz,
             metrics={k: v for k, v in metrics.items() if k != "loss_history"},
         )
         atomic_write_json(ctx.dir / "metrics.json", metrics)
@@ -208,16 +201,15 @@ class DetectExportStage(Stage):
 
         cfg, d = ctx.config, ctx.config.detect
         data = detection_data(ctx, cfg)
-        student, _ = load_detector(
+        student, info = load_detector(
             ctx.upstream("distill") / "student.pt", arch=None, num_classes=data.num_classes, imgsz=d.imgsz
         )
+        imgsz = info["imgsz"]  # the student's own input side (a searched student's may differ)
         thresholds = nms_thresholds(d)
         nms = thresholds if d.nms == "efficient" else None  # --nms none: the raw head, decoded on the host
-        path = export_detector_onnx(
-            student, ctx.dir / "model_fp32.onnx", imgsz=d.imgsz, nms=nms, opset=cfg.export.opset
-        )
+        path = export_detector_onnx(student, ctx.dir / "model_fp32.onnx", imgsz=imgsz, nms=nms, opset=cfg.export.opset)
         torch_map = ctx.upstream_metrics("distill")["val_map50_95"]
-        onnx_m = evaluate_map(None, data, cfg, runner=OnnxDetector(path, nms=thresholds))
+        onnx_m = evaluate_map(None, data, cfg, runner=OnnxDetector(path, nms=thresholds), imgsz=imgsz)
         diff = abs(onnx_m["map50_95"] - torch_map)
         parity = {
             "student": {
@@ -238,7 +230,7 @@ class DetectExportStage(Stage):
             "model_int8.onnx" if int8["int8"] else "model_fp32.onnx",
             profile,
             input_name="images",
-            input_shape=(3, d.imgsz, d.imgsz),
+            input_shape=(3, imgsz, imgsz),
             int8=int8["int8"],
             fp16=profile.precision != "fp32",
         )
@@ -257,6 +249,7 @@ class DetectExportStage(Stage):
         return StageResult(
             metrics={
                 "opset": cfg.export.opset,
+                "imgsz": imgsz,
                 "nms": nms,
                 "head": d.nms,
                 "parity_map_diff": diff,

@@ -20,9 +20,10 @@ def matches_data(source: str) -> bool:
 
 
 def matches_teacher_arch(arch: str) -> bool:
+    from edgekd.tasks.detect.edge_detector import arch_from_name
     from edgekd.tasks.detect.models import DETECTOR_NAMES
 
-    return arch in DETECTOR_NAMES
+    return arch in DETECTOR_NAMES or arch_from_name(arch) is not None
 
 
 DETECT = Task(
