@@ -113,3 +113,56 @@ def test_detector_zoo():
     assert set(dets[0]) == {"boxes", "scores", "labels"} and (dets[0]["labels"] < 3).all()
     with pytest.raises(EdgekdError, match="unknown detector"):
         build_detector("yolo", 3)
+
+
+def _copied_resample_map(preds, split, names, category_ids, drawn) -> float:
+    """The slow definition of one bootstrap resample: the drawn images copied under new ids, scored whole."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from edgekd.tasks.detect.metrics import coco_ground_truth
+
+    gt = coco_ground_truth(split, names, category_ids)
+    dets = results_json(preds, split, category_ids)
+    images, anns, res = [], [], []
+    for new, old in enumerate(drawn.tolist(), start=1):
+        images.append({**gt["images"][old], "id": new})
+        anns += [
+            {**a, "id": len(anns) + 1 + k, "image_id": new}
+            for k, a in enumerate(a for a in gt["annotations"] if a["image_id"] == old + 1)
+        ]
+        res += [{**d, "image_id": new} for d in dets if d["image_id"] == old + 1]
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO()
+        coco.dataset = {"images": images, "annotations": anns, "categories": gt["categories"]}
+        coco.createIndex()
+        ev = COCOeval(coco, coco.loadRes(res), iouType="bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return max(0.0, float(ev.stats[0]))
+
+
+def test_bootstrap_map_resamples_equal_scoring_copied_images():
+    import numpy as np
+
+    from edgekd.tasks.detect.metrics import bootstrap_map
+
+    data = load_detection_data("digits-detect", n_train=2, n_val=12)
+    g = torch.Generator().manual_seed(0)
+    preds = []
+    for b, lab in zip(data.val.boxes, data.val.labels, strict=True):  # jittered boxes, one false positive each
+        boxes = torch.cat([b + torch.randn(b.shape, generator=g) * 2.0, torch.tensor([[1.0, 1.0, 9.0, 9.0]])])
+        preds.append(
+            {"boxes": boxes, "scores": torch.rand(len(boxes), generator=g), "labels": torch.cat([lab, lab[:1]])}
+        )
+    ci = bootstrap_map(preds, data.val, data.names, data.category_ids, resamples=3, seed=7)
+    rng = np.random.default_rng(7)
+    for value in ci["values"]:
+        drawn = rng.integers(0, len(data.val), size=len(data.val))
+        assert value == pytest.approx(_copied_resample_map(preds, data.val, data.names, data.category_ids, drawn))
+    point = coco_map(preds, data.val, data.names, data.category_ids)["mAP"]
+    assert 0.0 < point < 1.0 and ci["low"] <= ci["high"] and len(set(ci["values"])) > 1

@@ -111,39 +111,45 @@ def bootstrap_map(
 ) -> dict:
     """A percentile bootstrap interval of mAP@[.5:.95] over the split's images (Efron & Tibshirani 1993).
 
-    Each resample draws ``len(split)`` images with replacement; a drawn image keeps its ground truth
-    and its detections under a new image id, and COCOeval scores the resample as it scores the split.
-    Returns ``{"low", "high", "level", "resamples", "samples"}``: the ``(1 - level) / 2`` and
-    ``(1 + level) / 2`` quantiles of the resampled mAPs."""
+    Each resample draws ``len(split)`` images with replacement, a drawn image keeping its ground truth
+    and its detections. COCOeval matches detections to ground truth per image and category, so the
+    split is evaluated once and each resample only re-accumulates the per-image matches it drew (a
+    drawn twice image counts twice, as a copy under a new id would). Returns ``{"low", "high",
+    "level", "resamples", "samples", "values"}``: the ``(1 - level) / 2`` and ``(1 + level) / 2``
+    quantiles of the resampled mAPs, and the mAPs themselves."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
     gt = coco_ground_truth(split, names, category_ids)
     dets = results_json(predictions, split, category_ids)
-    anns_by, dets_by = {}, {}
-    for a in gt["annotations"]:
-        anns_by.setdefault(a["image_id"], []).append(a)
-    for d in dets:
-        dets_by.setdefault(d["image_id"], []).append(d)
+    n = len(split)
+    if not dets:
+        return {"low": 0.0, "high": 0.0, "level": level, "resamples": resamples, "samples": n, "values": []}
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO()
+        coco.dataset = gt
+        coco.createIndex()
+        ev = COCOeval(coco, coco.loadRes(dets), iouType="bbox")
+        ev.evaluate()
+    per_image = ev.evalImgs  # laid out [category][area range][image], images in params.imgIds order
+    n_cat, n_area, n_img = len(ev._paramsEval.catIds), len(ev._paramsEval.areaRng), len(ev._paramsEval.imgIds)
+    blocks = np.arange(n_cat * n_area)[:, None] * n_img
     rng = np.random.default_rng(seed)
-    n, values = len(split), []
+    values = []
     for _ in range(resamples):
-        images, anns, res = [], [], []
-        for new, old in enumerate(rng.integers(1, n + 1, size=n).tolist(), start=1):
-            images.append({**gt["images"][old - 1], "id": new})
-            anns += [{**a, "id": len(anns) + k + 1, "image_id": new} for k, a in enumerate(anns_by.get(old, []))]
-            res += [{**d, "image_id": new} for d in dets_by.get(old, [])]
-        if not res:
-            values.append(0.0)
-            continue
+        drawn = rng.integers(0, n_img, size=n_img)
+        ev.evalImgs = [per_image[i] for i in (blocks + drawn[None, :]).ravel()]
+        ev.params.imgIds = ev._paramsEval.imgIds = list(range(n_img))
         with contextlib.redirect_stdout(io.StringIO()):
-            coco = COCO()
-            coco.dataset = {"images": images, "annotations": anns, "categories": gt["categories"]}
-            coco.createIndex()
-            ev = COCOeval(coco, coco.loadRes(res), iouType="bbox")
-            ev.evaluate()
             ev.accumulate()
             ev.summarize()
         values.append(max(0.0, float(ev.stats[0])))
     low, high = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
-    return {"low": float(low), "high": float(high), "level": level, "resamples": resamples, "samples": n}
+    return {
+        "low": float(low),
+        "high": float(high),
+        "level": level,
+        "resamples": resamples,
+        "samples": n,
+        "values": values,
+    }
