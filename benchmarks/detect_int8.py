@@ -97,6 +97,25 @@ def student(args, data):
     return model, recipe
 
 
+def extra_latency_models(args, data, batches, work: Path) -> dict[str, Path]:
+    """The cached teacher (edet_s, trained on BCCD) at each ``--latency-extra`` side: FP32 ONNX and the CPU
+    flavour of its PTQ (max calibration on the same images), for latency only: how the INT8 ratio moves with
+    model size."""
+    teacher_path = CACHE / f"detect_bccd_teacher_{args.teacher_arch}_{args.teacher_epochs}e_{args.imgsz}.pt"
+    if not args.latency_extra or not teacher_path.is_file():
+        return {}
+    teacher, _ = load_detector(teacher_path, arch=None, num_classes=data.num_classes, imgsz=args.imgsz)
+    qt = prepare_detector_int8(teacher)
+    qt.qm.calibrate(batches, "max")
+    out = {}
+    for side in args.latency_extra:
+        name = f"{args.teacher_arch}@{side}"
+        out[f"{name} fp32"] = export_detector_onnx(teacher, work / f"extra_{side}_fp32.onnx", imgsz=side, nms=NMS)
+        export_detector_int8(qt, work / f"extra_{side}_trt.onnx", work / f"extra_{side}.onnx", imgsz=side, nms=NMS)
+        out[f"{name} int8"] = work / f"extra_{side}.onnx"
+    return out
+
+
 def score_onnx(path: Path, data, args) -> dict:
     preds = predict_split(None, data.val, args.imgsz, runner=OnnxDetector(path, threads=args.threads))
     m = coco_map(preds, data.val, data.names, data.category_ids)
@@ -124,6 +143,13 @@ def main() -> None:
     ap.add_argument("--qat-lr", type=float, default=2e-5, help="default: 1%% of training's 2e-3 (NVIDIA)")
     ap.add_argument("--max-drop", type=float, default=0.25, help="mixed precision: mAP points from FP32")
     ap.add_argument("--resamples", type=int, default=200)
+    ap.add_argument(
+        "--latency-extra",
+        nargs="*",
+        type=int,
+        default=[192, 320],
+        help="input sides at which the cached teacher (a bigger edet) is also timed, FP32 against edgekd PTQ",
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
@@ -188,18 +214,23 @@ def main() -> None:
     scores = {name: score_onnx(path, data, args) for name, path in files.items()}
     for name, s in scores.items():
         _log(f"{name}: mAP {s['map50_95']:.4f} [{s['ci'][0]:.4f}, {s['ci'][1]:.4f}]")
-    latency = {}
+    extra = extra_latency_models(args, data, batches, work)
+    groups = {args.imgsz: {k: str(v) for k, v in files.items()}}
+    for name, path in extra.items():
+        groups.setdefault(-int(name.split("@")[1].split(" ")[0]), {})[name] = str(path)
+    latency = {1: {}, 8: {}}
     for batch in (1, 8):
-        _log(f"latency, batch {batch}")
-        latency[batch] = measure_latency(
-            {k: str(v) for k, v in files.items()},
-            batch_size=batch,
-            input_shape=(3, args.imgsz, args.imgsz),
-            threads=args.threads,
-            warmup=5,
-            runs=60 if batch == 1 else 20,
-            sessions=3,
-        )
+        for side, group in groups.items():  # a negative key: an extra side, timed apart from the rows
+            _log(f"latency, batch {batch}, {abs(side)} px: {', '.join(group)}")
+            latency[batch] |= measure_latency(
+                group,
+                batch_size=batch,
+                input_shape=(3, abs(side), abs(side)),
+                threads=args.threads,
+                warmup=5,
+                runs=100 if batch == 1 else 30,
+                sessions=5,
+            )
     res = {
         "student": recipe,
         "fp32_pytorch_map50_95": fp32_fake,
@@ -213,6 +244,9 @@ def main() -> None:
         "rows": {
             name: {**scores[name], "p50_b1_ms": latency[1][name]["p50_ms"], "p50_b8_ms": latency[8][name]["p50_ms"]}
             for name in files
+        },
+        "extra_latency": {
+            name: {"p50_b1_ms": latency[1][name]["p50_ms"], "p50_b8_ms": latency[8][name]["p50_ms"]} for name in extra
         },
         "val_images": len(data.val),
         "calib_images": len(images),
@@ -240,7 +274,7 @@ def goals(res: dict) -> list[str]:
     qat = rows["qat"]["map50_95"]
     ort_loss = 100 * (fp - rows["ort_ptq"]["map50_95"])
     out = [
-        f"- QAT-KD within 1.0 mAP point of FP32: {100 * (fp - qat):+.2f} points below FP32 -> "
+        f"- QAT-KD within 1.0 mAP point of FP32: {100 * (qat - fp):+.2f} points against FP32 -> "
         f"{'met' if 100 * (fp - qat) <= 1.0 else 'NOT met'}.",
     ]
     if ort_loss > 1.0:
@@ -253,13 +287,48 @@ def goals(res: dict) -> list[str]:
         out.append(
             f"- ONNX Runtime PTQ loses {ort_loss:.2f} points (not more than 1), so the recovery goal does not apply."
         )
+    missed = False
     for b in ("b1", "b8"):
         ratio = rows["qat"][f"p50_{b}_ms"] / rows["fp32"][f"p50_{b}_ms"]
+        missed |= ratio > 0.7
         out.append(
             f"- INT8 CPU flavour latency at batch {b[1:]}: {ratio:.2f}x FP32 -> "
             f"{'met' if ratio <= 0.7 else 'NOT met'} (goal: at most 0.7x)."
         )
+    ex = res.get("extra_latency") or {}
+    if missed and ex:
+        ratios = [ex[k]["p50_b1_ms"] / ex[k.replace("int8", "fp32")]["p50_b1_ms"] for k in ex if k.endswith("int8")]
+        out.append(
+            "- Why (likely; not profiled node by node): this student runs in "
+            f"{rows['fp32']['p50_b1_ms']:.1f} ms; at that size the INT8 graph's "
+            "quantize/dequantize boundaries, the float decode and NMS and ONNX Runtime's per-node overhead cost "
+            "what the INT8 convolutions save (the same graph exported twice, QAT-KD with and without mixed "
+            "precision, also shows the run-to-run spread of these timings). The bigger edet_s above, quantized "
+            f"the same way, runs at {min(ratios):.2f}-{max(ratios):.2f}x FP32 at batch 1."
+        )
     return out
+
+
+def extra_table(res: dict) -> list[str]:
+    ex = res.get("extra_latency") or {}
+    sides = sorted({name.split(" ")[0] for name in ex})
+    if not sides:
+        return []
+    lines = [
+        "",
+        "Latency only, a bigger detector: the benchmark's teacher (edet_s, trained on BCCD) and its edgekd PTQ "
+        "CPU flavour (max calibration), FP32 and INT8 timed in alternating fresh sessions at each side:",
+        "",
+        "| model | FP32 p50 ms b1 | INT8 p50 ms b1 | x FP32 | FP32 p50 ms b8 | INT8 p50 ms b8 | x FP32 |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for side in sides:
+        f, q = ex[f"{side} fp32"], ex[f"{side} int8"]
+        lines.append(
+            f"| {side} | {f['p50_b1_ms']:.2f} | {q['p50_b1_ms']:.2f} | {q['p50_b1_ms'] / f['p50_b1_ms']:.2f} | "
+            f"{f['p50_b8_ms']:.2f} | {q['p50_b8_ms']:.2f} | {q['p50_b8_ms'] / f['p50_b8_ms']:.2f} |"
+        )
+    return lines
 
 
 def markdown(res: dict) -> str:
@@ -300,6 +369,7 @@ def markdown(res: dict) -> str:
         "Most sensitive layers (output noise-to-signal with only that layer quantized): "
         + ", ".join(f"`{n}` {v:.2e}" for n, v in res["top_sensitive"][:5])
         + ".",
+        *extra_table(res),
         "",
         "Goals:",
         *goals(res),
