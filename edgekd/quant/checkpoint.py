@@ -23,6 +23,35 @@ from edgekd.quant.graph import QuantizedModel, prepare_int8
 FORMAT = "edgekd.int8/1"
 
 
+def quant_state(qm: QuantizedModel) -> dict[str, Any]:
+    """What an INT8 file keeps of a QuantizedModel: folded weights and ranges, float layers, weight bits."""
+    return {
+        "state_dict": {k: v.detach().cpu() for k, v in qm.state_dict().items()},
+        "skipped": list(qm.skipped),
+        "weight_bits": qm.weight_bits,
+    }
+
+
+def restore_quant_state(qm: QuantizedModel, data: dict[str, Any]) -> None:
+    """Loads into a freshly prepared QuantizedModel what ``quant_state`` saved."""
+    qm.load_state_dict(data["state_dict"])
+    qm.set_skipped(data.get("skipped", []))
+    qm.set_weight_bits(int(data.get("weight_bits", 8)))
+
+
+def read_int8_file(path: Path, fmt: str, what: str) -> dict[str, Any]:
+    """The dict in an INT8 file of format ``fmt`` (``weights_only=True``), or a one-line error naming ``what``."""
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise EdgekdError(
+            f"{path} is not a readable INT8 {what} ({type(err).__name__}); rerun `edgekd quantize`"
+        ) from None
+    if not isinstance(data, dict) or data.get("format") != fmt:
+        raise EdgekdError(f"{path} is not an edgekd INT8 {what} (format {fmt}); rerun `edgekd quantize`")
+    return data
+
+
 def save_int8(
     path: str | Path,
     qm: QuantizedModel,
@@ -32,7 +61,6 @@ def save_int8(
     classes: list[str],
     metrics: dict[str, Any] | None = None,
 ) -> Path:
-    state = {k: v.detach().cpu() for k, v in qm.state_dict().items()}
     return atomic_torch_save(
         path,
         {
@@ -40,9 +68,7 @@ def save_int8(
             "arch": arch,
             "input": input_spec,
             "classes": list(classes),
-            "state_dict": state,
-            "skipped": list(qm.skipped),
-            "weight_bits": qm.weight_bits,
+            **quant_state(qm),
             "metrics": metrics or {},
         },
     )
@@ -50,18 +76,8 @@ def save_int8(
 
 def load_int8(path: str | Path) -> tuple[QuantizedModel, dict[str, Any]]:
     """The QuantizedModel (CPU, eval) and the file's other entries."""
-    path = Path(path)
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise EdgekdError(
-            f"{path} is not a readable INT8 student ({type(err).__name__}); rerun edgekd quantize"
-        ) from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise EdgekdError(f"{path} is not an edgekd INT8 student (format {FORMAT}); rerun `edgekd quantize`")
+    data = read_int8_file(Path(path), FORMAT, "student")
     model = create_model(data["arch"], num_classes=len(data["classes"]), in_channels=data["input"]["shape"][0])
     qm = prepare_int8(model)
-    qm.load_state_dict(data["state_dict"])
-    qm.set_skipped(data.get("skipped", []))
-    qm.set_weight_bits(int(data.get("weight_bits", 8)))
+    restore_quant_state(qm, data)
     return qm.eval(), data

@@ -31,6 +31,7 @@ from torch import nn
 
 from edgekd.errors import EdgekdError
 from edgekd.io import atomic_torch_save
+from edgekd.quant.checkpoint import quant_state, read_int8_file, restore_quant_state
 from edgekd.quant.graph import QuantizedModel, prepare_int8
 from edgekd.tasks.detect.edge_detector import is_edge_detector
 from edgekd.tasks.detect.models import build_detector
@@ -139,9 +140,7 @@ def save_detector_int8(
             "names": list(names),
             "category_ids": list(category_ids),
             "imgsz": imgsz,
-            "state_dict": {k: v.detach().cpu() for k, v in qm.state_dict().items()},
-            "skipped": list(qm.skipped),
-            "weight_bits": qm.weight_bits,
+            **quant_state(qm),
             "metrics": metrics or {},
         },
     )
@@ -149,20 +148,10 @@ def save_detector_int8(
 
 def load_detector_int8(path: str | Path) -> tuple[QuantizedDetector, dict[str, Any]]:
     """The INT8 detector (CPU, eval) and the file's other entries (``weights_only=True``)."""
-    path = Path(path)
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise EdgekdError(
-            f"{path} is not a readable INT8 detector ({type(err).__name__}); rerun edgekd quantize"
-        ) from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise EdgekdError(f"{path} is not an edgekd INT8 detector (format {FORMAT}); rerun `edgekd quantize`")
+    data = read_int8_file(Path(path), FORMAT, "detector")
     fp32 = build_detector(data["arch"], len(data["names"]), data["imgsz"])
     qdet = prepare_detector_int8(fp32)
-    qdet.qm.load_state_dict(data["state_dict"])
-    qdet.qm.set_skipped(data.get("skipped", []))
-    qdet.qm.set_weight_bits(int(data.get("weight_bits", 8)))
+    restore_quant_state(qdet.qm, data)
     return qdet.eval(), data
 
 
