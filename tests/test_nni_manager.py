@@ -74,6 +74,10 @@ def test_a_stale_manager_and_its_trials_are_stopped_on_resume(tmp_path):
         [sys.executable, "-c", "import time; time.sleep(120)"], process_group=manager.pid
     )  # a trial lives in the manager's process group
     try:
+        cmdline = Path(f"/proc/{manager.pid}/cmdline")
+        deadline = time.monotonic() + 10
+        while b"nni_node/main.js" not in cmdline.read_bytes() and time.monotonic() < deadline:
+            time.sleep(0.02)  # Popen returns after fork, maybe before exec: the stand-in's command line comes then
         (tmp_path / RECORD).write_text(json.dumps({"pid": manager.pid}))
         note = stop_stale_manager(tmp_path, wait_s=5)
         assert note and f"pid {manager.pid}" in note

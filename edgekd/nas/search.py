@@ -46,6 +46,19 @@ def rank_key(rec: dict[str, Any]) -> tuple[float, float]:
     return (rec["proxy_top1"], -rec["latency_ms"])
 
 
+def with_torch_threads(threads: int | None, fn):
+    """``fn()`` with torch's intra-op threads set to ``threads`` (when given), restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return fn()
+    finally:
+        torch.set_num_threads(before)
+
+
 @dataclass
 class Search:
     """One search over a run's teacher, data and target (see the module docstring)."""
@@ -206,15 +219,7 @@ class Search:
 
     # -- the whole search --------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
-        import torch
-
-        threads = torch.get_num_threads()
-        if self.config.threads:
-            torch.set_num_threads(self.config.threads)
-        try:
-            return self._run()
-        finally:
-            torch.set_num_threads(threads)
+        return with_torch_threads(self.config.threads, self._run)
 
     def _run(self) -> dict[str, Any]:
         from edgekd.nas import nni_space

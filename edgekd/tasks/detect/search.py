@@ -28,6 +28,7 @@ from edgekd.io import atomic_write_json
 from edgekd.nas.cost import Cost, teacher_cost
 from edgekd.nas.journal import Journal, arch_key
 from edgekd.nas.pareto import plot_pareto
+from edgekd.nas.search import with_torch_threads
 from edgekd.stage import Stage, StageContext, StageResult
 from edgekd.tasks.detect.common import detection_data, hflip_for, teacher_detector
 from edgekd.tasks.detect.search_proxy import DetectProxy, detector_cost
@@ -174,15 +175,7 @@ class DetectSearch:
 
     # -- the whole search --------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
-        import torch
-
-        threads = torch.get_num_threads()
-        if self.s.threads:
-            torch.set_num_threads(self.s.threads)
-        try:
-            return self._run()
-        finally:
-            torch.set_num_threads(threads)
+        return with_torch_threads(self.s.threads, self._run)
 
     def _run(self) -> dict[str, Any]:
         from edgekd.nas import nni_space
