@@ -103,6 +103,17 @@ def evaluate_trial(model: Any, context: str) -> None:
     report(rec["proxy_top1"])
 
 
+def skip_unless_active(ctx: StageContext) -> StageResult | None:
+    """When the search is off for this run: says why, writes ``search.json`` so, and returns the skipped
+    result; None when the search runs. Shared by every task's search stage."""
+    reason = None if search_active(ctx.config) else _skip_reason(ctx.config)
+    if reason is None:
+        return None
+    ctx.reporter.info(f"[dim]search: skipped, {reason}[/dim]")
+    atomic_write_json(ctx.dir / "search.json", {"skipped": True, "reason": reason})
+    return StageResult(metrics={"skipped": True, "reason": reason})
+
+
 class SearchStage(Stage):
     name = "search"
     config_keys = ("data", "student", "search", "seed", "device", "target")
@@ -119,11 +130,8 @@ class SearchStage(Stage):
 
     def run(self, ctx: StageContext) -> StageResult:
         cfg = ctx.config
-        if not search_active(cfg):
-            reason = _skip_reason(cfg)
-            ctx.reporter.info(f"[dim]search: skipped, {reason}[/dim]")
-            atomic_write_json(ctx.dir / "search.json", {"skipped": True, "reason": reason})
-            return StageResult(metrics={"skipped": True, "reason": reason})
+        if (skipped := skip_unless_active(ctx)) is not None:
+            return skipped
         checked_teacher(ctx)
         ctx.upstream("teacher")
         search = build_search(cfg, ctx.run, ctx.dir, ctx.reporter)

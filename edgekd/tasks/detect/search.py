@@ -301,14 +301,11 @@ class DetectSearchStage(Stage):
             )
 
     def run(self, ctx: StageContext) -> StageResult:
-        from edgekd.stages.search import _skip_reason, search_active
+        from edgekd.stages.search import skip_unless_active
 
         cfg = ctx.config
-        if not search_active(cfg):
-            reason = _skip_reason(cfg)
-            ctx.reporter.info(f"[dim]search: skipped, {reason}[/dim]")
-            atomic_write_json(ctx.dir / "search.json", {"skipped": True, "reason": reason})
-            return StageResult(metrics={"skipped": True, "reason": reason})
+        if (skipped := skip_unless_active(ctx)) is not None:
+            return skipped
         data = detection_data(ctx, cfg)
         teacher, _ = teacher_detector(ctx.run, cfg, data)
         metrics = DetectSearch(cfg, teacher, data, ctx.dir, ctx.reporter).run()
